@@ -1,0 +1,10 @@
+/* Built instead of fdmon-io_uring.c when liburing is not available. */
+#include <errno.h>
+
+#include "../core/aio-internal.h"
+
+int fdmon_io_uring_setup(AioContext *ctx)
+{
+    (void)ctx;
+    return -ENOSYS;
+}

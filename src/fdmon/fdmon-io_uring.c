@@ -1,0 +1,521 @@
+/*
+ * The io_uring fd monitor (liburing).
+ *
+ * Design, after QEMU's util/fdmon-io_uring.c:
+ *
+ * - Each watched handler has one one-shot IORING_OP_POLL_ADD in flight,
+ *   with user_data = the node.  Its completion reports the node ready and
+ *   queues a new POLL_ADD, which the kernel evaluates when it is submitted
+ *   (after the handlers ran), so readiness is level-triggered like poll(2).
+ *
+ * - update() runs in any thread under list_lock and never touches the
+ *   ring: it only flags the node (FDMON_IO_URING_ADD for a new node,
+ *   FDMON_IO_URING_REMOVE for a retired one) and pushes it on
+ *   ctx->submit_list with a lock-free push.  FDMON_IO_URING_PENDING says
+ *   "on the submit list": whoever sets it links the node, and the home
+ *   thread clears it only after unlinking the node, so a node is on the
+ *   list at most once and no flag set meanwhile is lost.  Registration is
+ *   O(1) and costs no syscall; the home thread turns the list into SQEs at
+ *   the start of each wait(), and one io_uring_enter() then submits them
+ *   all and waits, with the timeout passed as a timespec (IORING_ENTER_
+ *   EXT_ARG; liburing falls back to a TIMEOUT SQE on kernels before 5.11).
+ *
+ * - Ownership of retired nodes.  Only the home thread knows whether the
+ *   kernel still holds a POLL_ADD naming a node, so update() marks every
+ *   retired node fdmon_owned and the home thread hands it back with
+ *   aio_handler_release() once no completion can name it any more:
+ *   . not armed (never submitted, or its last completion already came):
+ *     released when the REMOVE is processed;
+ *   . armed: a POLL_REMOVE is queued, the node waits on s->zombies, and
+ *     the POLL_ADD's final completion (-ECANCELED, or an event that raced
+ *     with the removal) releases it.  The POLL_REMOVE's own completion
+ *     carries a tag, not a node: nothing follows a pointer from it.
+ *   Two home-thread bits of fdmon_flags track this: ARMED (a POLL_ADD
+ *   naming the node is queued or in flight) and REMOVED (the REMOVE was
+ *   processed).  A node is released exactly when it is REMOVED and not
+ *   ARMED, by whichever of the two events comes second.
+ *
+ * - Tags: nodes are malloc()ed, so their low 3 bits are zero; user_data
+ *   with any of them set names no node (our POLL_REMOVE, liburing's own
+ *   TIMEOUT, which uses ~0).
+ *
+ * - Full rings.  The SQ has 128 entries; when it is full while the submit
+ *   list is turned into SQEs, the SQEs are submitted and filling goes on.
+ *   Re-arms queued while completions are being processed never submit
+ *   (which could complete more polls while we are still reaping, without
+ *   bound, with fds that stay ready): if the SQ is full they go back on
+ *   the submit list and wait() does not block until it is empty.  The CQ
+ *   is 4 times the SQ (IORING_SETUP_CQSIZE); when more completions arrive
+ *   than it holds (hundreds of handlers removed at once: two completions
+ *   each), the kernel keeps the rest on its overflow list
+ *   (IORING_FEAT_NODROP, required) and sets IORING_SQ_CQ_OVERFLOW: the
+ *   reaper drains the CQ, asks the kernel to flush the overflow list into
+ *   it, and repeats until the flag clears.  Older kernels refuse
+ *   submissions with -EBUSY while completions are in overflow: we reap and
+ *   retry.  Nothing is dropped and nothing waits for a later wake-up.
+ */
+#define _GNU_SOURCE
+#include <assert.h>
+#include <errno.h>
+#include <liburing.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/aio-internal.h"
+
+#define SQ_ENTRIES 128
+#define CQ_ENTRIES (4 * SQ_ENTRIES)
+
+#define NS_PER_SEC 1000000000LL
+
+/* Home-thread bits of fdmon_flags, next to the shared ones (bits 0-2). */
+enum {
+    FDMON_IO_URING_ARMED = 1u << 8,
+    FDMON_IO_URING_REMOVED = 1u << 9,
+};
+
+/* user_data values that carry no node (see the tags above). */
+#define UDATA_TAG_MASK 7u
+#define UDATA_POLL_REMOVE 1u
+
+typedef struct FDMonIoUring {
+    struct io_uring ring;
+    /*
+     * Retired nodes whose POLL_ADD has not completed yet (REMOVED|ARMED),
+     * linked by node_fdmon.  Home thread; destroy() releases what is left.
+     */
+    AioHandlerList zombies;
+} FDMonIoUring;
+
+static inline FDMonIoUring *state(AioContext *ctx)
+{
+    return ctx->fdmon_io_uring;
+}
+
+/*
+ * Ask the home thread to act on @node (@bits: ADD or REMOVE).  Any thread.
+ * The fetch_or and the home thread's fetch_and in fill_sq_ring() are
+ * ordered on the same word: either the home thread sees @bits there, or it
+ * had already cleared PENDING and we link the node again.  The push's CAS
+ * publishes the node's fields to the thread that moves the list.
+ */
+static void enqueue(AioContext *ctx, AioHandler *node, unsigned bits)
+{
+    unsigned old = qatomic_fetch_or(&node->fdmon_flags,
+                                    bits | FDMON_IO_URING_PENDING);
+
+    if (!(old & FDMON_IO_URING_PENDING)) {
+        QSLIST_INSERT_HEAD_ATOMIC(&ctx->submit_list, node, node_submitted);
+    }
+}
+
+static bool submit_list_empty(AioContext *ctx)
+{
+    return qatomic_read(&ctx->submit_list.slh_first) == NULL;
+}
+
+static void fdmon_io_uring_update(AioContext *ctx, AioHandler *old_node,
+                                  AioHandler *new_node)
+{
+    if (new_node) {
+        enqueue(ctx, new_node, FDMON_IO_URING_ADD);
+    }
+    if (old_node) {
+        /*
+         * Whether a POLL_ADD naming @old_node is in flight, or about to be
+         * submitted, only the home thread knows: it keeps the node and
+         * releases it once no completion can name it (see the top).  The
+         * release takes list_lock, so it cannot overtake this update.
+         */
+        old_node->fdmon_owned = true;
+        enqueue(ctx, old_node, FDMON_IO_URING_REMOVE);
+    }
+}
+
+static void release_node(AioContext *ctx, AioHandler *node)
+{
+    qatomic_set(&node->fdmon_flags, 0);
+    aio_handler_release(ctx, node);
+}
+
+static void arm(AioHandler *node, struct io_uring_sqe *sqe)
+{
+    io_uring_prep_poll_add(sqe, node->fd, (unsigned)(unsigned short)node->events);
+    io_uring_sqe_set_data(sqe, node);
+    qatomic_fetch_or(&node->fdmon_flags, FDMON_IO_URING_ARMED);
+}
+
+/*
+ * Queue the next POLL_ADD of a node that just completed.  Called while
+ * reaping, so it must not submit: if the SQ is full the node goes back on
+ * the submit list, which wait() empties before it blocks again.
+ */
+static void rearm(AioContext *ctx, AioHandler *node)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&state(ctx)->ring);
+
+    if (sqe) {
+        arm(node, sqe);
+    } else {
+        enqueue(ctx, node, FDMON_IO_URING_ADD);
+    }
+}
+
+/* Returns true if @node was added to @ready_list. */
+static bool process_cqe(AioContext *ctx, AioHandlerList *ready_list,
+                        uint64_t user_data, int res)
+{
+    AioHandler *node;
+    unsigned flags;
+
+    if (user_data & UDATA_TAG_MASK) {
+        /*
+         * A POLL_REMOVE's result (0, or -ENOENT when the POLL_ADD had
+         * completed already) or liburing's TIMEOUT: the POLL_ADD's own
+         * completion does the work.
+         */
+        return false;
+    }
+    node = (AioHandler *)(uintptr_t)user_data;
+    flags = qatomic_fetch_and(&node->fdmon_flags, ~FDMON_IO_URING_ARMED);
+    assert(flags & FDMON_IO_URING_ARMED);
+
+    if (flags & FDMON_IO_URING_REMOVED) {
+        /* The final completion of a retired node: nothing names it now. */
+        QLIST_REMOVE(node, node_fdmon);
+        release_node(ctx, node);
+        return false;
+    }
+    if ((flags & FDMON_IO_URING_REMOVE) || aio_handler_is_deleted(node)) {
+        /* Its REMOVE is queued: fill_sq_ring() releases it, now unarmed. */
+        return false;
+    }
+    if (res < 0) {
+        /*
+         * -EBADF and the like: the fd was closed under its handler, or
+         * cannot be polled.  poll(2) would report POLLNVAL, which runs no
+         * callback; re-arming would only spin.  Transient failures and a
+         * cancellation we did not ask for are retried.
+         */
+        if (res == -ECANCELED || res == -EAGAIN || res == -ENOMEM ||
+            res == -EINTR) {
+            rearm(ctx, node);
+        }
+        return false;
+    }
+    aio_add_ready_handler(ready_list, node, res);
+    rearm(ctx, node);
+    return true;
+}
+
+/*
+ * Process every completion, including those the kernel kept on its
+ * overflow list.  Never submits, so it ends: each completion belongs to a
+ * request submitted before.  Returns the number of nodes made ready.
+ */
+static int reap(AioContext *ctx, AioHandlerList *ready_list)
+{
+    struct io_uring *ring = &state(ctx)->ring;
+    struct io_uring_cqe *cqe;
+    bool flushed = false;
+    int count = 0;
+
+    for (;;) {
+        unsigned head;
+        unsigned n = 0;
+
+        io_uring_for_each_cqe(ring, head, cqe) {
+            count += process_cqe(ctx, ready_list, cqe->user_data, cqe->res);
+            n++;
+        }
+        io_uring_cq_advance(ring, n);
+
+        if (!io_uring_cq_has_overflow(ring)) {
+            break;
+        }
+        if (n == 0 && flushed) {
+            /* The kernel could not flush now; need_wait() brings us back. */
+            break;
+        }
+        /*
+         * Completions that did not fit wait on the kernel's overflow list;
+         * the CQ has room now: have them copied in (io_uring_enter with
+         * IORING_ENTER_GETEVENTS and nothing to wait for).
+         */
+        io_uring_get_events(ring);
+        flushed = true;
+    }
+    return count;
+}
+
+/*
+ * Make sure the SQ has a free entry, submitting what it holds if needed.
+ * Returns false if the kernel takes nothing right now.
+ */
+static bool make_room(AioContext *ctx, AioHandlerList *ready_list, int *count)
+{
+    struct io_uring *ring = &state(ctx)->ring;
+    int ret;
+
+    if (io_uring_sq_space_left(ring)) {
+        return true;
+    }
+    ret = io_uring_submit(ring);
+    if (ret == -EBUSY || ret == -EAGAIN || ret == -EINTR) {
+        /* -EBUSY: a kernel that wants its CQ overflow drained first. */
+        *count += reap(ctx, ready_list);
+        io_uring_submit(ring);
+    }
+    return io_uring_sq_space_left(ring) != 0;
+}
+
+/* An SQE that make_room() guaranteed. */
+static struct io_uring_sqe *reserved_sqe(AioContext *ctx)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&state(ctx)->ring);
+
+    if (unlikely(!sqe)) {
+        error_report("fdmon-io_uring: no free SQE after make_room()");
+        abort();
+    }
+    return sqe;
+}
+
+/* The retired @node's REMOVE (@flags: its flags before clearing REMOVE). */
+static void start_removal(AioContext *ctx, AioHandler *node, unsigned flags)
+{
+    FDMonIoUring *s = state(ctx);
+    struct io_uring_sqe *sqe;
+
+    assert(!(flags & FDMON_IO_URING_REMOVED));
+    if (!(flags & FDMON_IO_URING_ARMED)) {
+        release_node(ctx, node);
+        return;
+    }
+    qatomic_fetch_or(&node->fdmon_flags, FDMON_IO_URING_REMOVED);
+    QLIST_INSERT_HEAD(&s->zombies, node, node_fdmon);
+    sqe = reserved_sqe(ctx);
+    io_uring_prep_poll_remove(sqe, (uint64_t)(uintptr_t)node);
+    io_uring_sqe_set_data64(sqe, UDATA_POLL_REMOVE);
+}
+
+/* Put back nodes still PENDING (so ours alone to link) on the submit list. */
+static void requeue(AioContext *ctx, AioHandlerSList *list)
+{
+    AioHandler *node;
+
+    while ((node = QSLIST_FIRST(list))) {
+        QSLIST_REMOVE_HEAD(list, node_submitted);
+        QSLIST_INSERT_HEAD_ATOMIC(&ctx->submit_list, node, node_submitted);
+    }
+}
+
+/*
+ * Turn the submit list into SQEs.  One pass over what was pushed so far:
+ * re-arms pushed while this runs wait for the next wait(), so fds that stay
+ * ready cannot keep this loop going.
+ */
+static void fill_sq_ring(AioContext *ctx, AioHandlerList *ready_list,
+                         int *count)
+{
+    AioHandlerSList list;
+    AioHandler *node;
+
+    QSLIST_MOVE_ATOMIC(&list, &ctx->submit_list);
+    while ((node = QSLIST_FIRST(&list))) {
+        unsigned flags;
+
+        if (!make_room(ctx, ready_list, count)) {
+            requeue(ctx, &list);
+            return;
+        }
+        QSLIST_REMOVE_HEAD(&list, node_submitted);
+        /* Only now that it is unlinked (see enqueue()). */
+        flags = qatomic_fetch_and(&node->fdmon_flags,
+                                  ~(FDMON_IO_URING_PENDING |
+                                    FDMON_IO_URING_ADD |
+                                    FDMON_IO_URING_REMOVE));
+        if (flags & FDMON_IO_URING_REMOVE) {
+            start_removal(ctx, node, flags);
+        } else if ((flags & FDMON_IO_URING_ADD) &&
+                   !(flags & (FDMON_IO_URING_ARMED | FDMON_IO_URING_REMOVED)) &&
+                   node->events && !aio_handler_is_deleted(node)) {
+            arm(node, reserved_sqe(ctx));
+        }
+    }
+}
+
+static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerList *ready_list,
+                               int64_t timeout)
+{
+    struct io_uring *ring = &state(ctx)->ring;
+    struct __kernel_timespec ts;
+    struct io_uring_cqe *cqe;
+    int count = 0;
+    int ret = 0;
+
+    fill_sq_ring(ctx, ready_list, &count);
+
+    /*
+     * Don't block when there is something to report already, or when
+     * nodes are still on the submit list: their fds are not watched yet.
+     */
+    if (count || io_uring_cq_ready(ring) || io_uring_cq_has_overflow(ring) ||
+        !submit_list_empty(ctx)) {
+        timeout = 0;
+    }
+    if (timeout == 0) {
+        if (io_uring_sq_ready(ring)) {
+            ret = io_uring_submit(ring);
+        }
+    } else {
+        if (timeout > 0) {
+            ts.tv_sec = timeout / NS_PER_SEC;
+            ts.tv_nsec = timeout % NS_PER_SEC;
+        }
+        /* Submits everything queued and waits, in one io_uring_enter(). */
+        ret = io_uring_submit_and_wait_timeout(ring, &cqe, 1,
+                                               timeout > 0 ? &ts : NULL,
+                                               NULL);
+    }
+    count += reap(ctx, ready_list);
+
+    /*
+     * -ETIME: timed out.  -EINTR: a signal.  -EBUSY/-EAGAIN: the kernel
+     * could not take the SQEs now; they stay queued and need_wait() is
+     * true, so the next iteration retries without blocking.
+     */
+    if (ret < 0 && count == 0 && ret != -ETIME && ret != -EINTR &&
+        ret != -EBUSY && ret != -EAGAIN) {
+        return ret;
+    }
+    return count;
+}
+
+static bool fdmon_io_uring_need_wait(AioContext *ctx)
+{
+    struct io_uring *ring = &state(ctx)->ring;
+
+    return io_uring_cq_ready(ring) || io_uring_sq_ready(ring) ||
+           io_uring_cq_has_overflow(ring) || !submit_list_empty(ctx);
+}
+
+static void fdmon_io_uring_destroy(AioContext *ctx)
+{
+    FDMonIoUring *s = state(ctx);
+    AioHandlerSList list;
+    AioHandler *node;
+    AioHandler *next;
+
+    if (!s) {
+        return;
+    }
+    /*
+     * Closing the ring ends every request.  The kernel never dereferences
+     * user_data and we never read this CQ again, so from here no
+     * completion can name any node.
+     */
+    io_uring_queue_exit(&s->ring);
+
+    /*
+     * Under the mutex, so an update() racing with us goes to the poll
+     * backend, not to a submit list nobody reads any more.
+     */
+    qemu_lockcnt_lock(&ctx->list_lock);
+    qatomic_set(&ctx->fdmon_ops, &fdmon_poll_ops);
+    ctx->fdmon_io_uring = NULL;
+    QSLIST_MOVE_ATOMIC(&list, &ctx->submit_list);
+    /* Live nodes forget ARMED and PENDING: a later setup re-arms them. */
+    QLIST_FOREACH(node, &ctx->aio_handlers, node) {
+        if (!aio_handler_is_deleted(node)) {
+            qatomic_set(&node->fdmon_flags, 0);
+        }
+    }
+    qemu_lockcnt_unlock(&ctx->list_lock);
+
+    /* aio_handler_release() takes the mutex itself. */
+    while ((node = QSLIST_FIRST(&list))) {
+        QSLIST_REMOVE_HEAD(&list, node_submitted);
+        if (qatomic_xchg(&node->fdmon_flags, 0) & FDMON_IO_URING_REMOVE) {
+            aio_handler_release(ctx, node);
+        }
+    }
+    QLIST_FOREACH_SAFE(node, &s->zombies, node_fdmon, next) {
+        QLIST_REMOVE(node, node_fdmon);
+        release_node(ctx, node);
+    }
+    free(s);
+}
+
+const FDMonOps fdmon_io_uring_ops = {
+    .name = "io_uring",
+    .update = fdmon_io_uring_update,
+    .wait = fdmon_io_uring_wait,
+    .need_wait = fdmon_io_uring_need_wait,
+    .destroy = fdmon_io_uring_destroy,
+};
+
+static int ring_init(struct io_uring *ring)
+{
+    struct io_uring_params params;
+    int ret;
+
+    /*
+     * A CQ larger than the SQ (5.5+), and SUBMIT_ALL (5.18+) so that an
+     * SQE failing at submission does not hold back the ones after it.
+     */
+    memset(&params, 0, sizeof(params));
+    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+    params.cq_entries = CQ_ENTRIES;
+    ret = io_uring_queue_init_params(SQ_ENTRIES, ring, &params);
+    if (ret == -EINVAL) {
+        memset(&params, 0, sizeof(params));
+        params.flags = IORING_SETUP_CQSIZE;
+        params.cq_entries = CQ_ENTRIES;
+        ret = io_uring_queue_init_params(SQ_ENTRIES, ring, &params);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    if (!(params.features & IORING_FEAT_NODROP)) {
+        /*
+         * Before 5.5 a full CQ drops completions: a lost POLL_ADD
+         * completion would leave its fd unwatched for good and its node
+         * unfreeable.
+         */
+        io_uring_queue_exit(ring);
+        return -ENOSYS;
+    }
+    return 0;
+}
+
+int fdmon_io_uring_setup(AioContext *ctx)
+{
+    FDMonIoUring *s;
+    AioHandler *node;
+    int ret;
+
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        return -ENOMEM;
+    }
+    ret = ring_init(&s->ring);
+    if (ret < 0) {
+        free(s);
+        return ret;
+    }
+    QLIST_INIT(&s->zombies);
+
+    qemu_lockcnt_lock(&ctx->list_lock);
+    ctx->fdmon_io_uring = s;
+    /* Registered by the home thread's first wait(). */
+    QLIST_FOREACH(node, &ctx->aio_handlers, node) {
+        if (!aio_handler_is_deleted(node)) {
+            enqueue(ctx, node, FDMON_IO_URING_ADD);
+        }
+    }
+    qatomic_set(&ctx->fdmon_ops, &fdmon_io_uring_ops);
+    qemu_lockcnt_unlock(&ctx->list_lock);
+    return 0;
+}

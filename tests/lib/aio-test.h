@@ -1,0 +1,444 @@
+/*
+ * Helpers shared by the AioContext tests (unit and stress).
+ *
+ * Header-only: every helper is static inline, so a test that does not use
+ * one pays nothing.  Include after "test.h" is not needed: this header
+ * includes it.
+ *
+ * - test_aio_context_new(): create a context, or skip the program (exit 77)
+ *   with the error text when the fd monitor forced by AIOLOOP_FDMON cannot be
+ *   set up.  Prints the fd monitor in use once per program.
+ * - eventfd helpers that fail the test on error.
+ * - test_wait_thread_sleeping(): wait (without sleeping) until another thread
+ *   of this process is blocked in the kernel, so that a test can act on a
+ *   thread that is known to be inside a blocking aio_poll().
+ * - TestSentinel: a handler on an eventfd used to "flush" the loop: every fd
+ *   event caused before test_sentinel_flush() has been seen by the loop once
+ *   it returns, so "this handler was not called" can be asserted without
+ *   relying on a non-blocking aio_poll() seeing fd events (it does not have
+ *   to: see aio_poll()'s documentation of the all-pollable case).
+ * - a watchdog that turns a hang into a failure naming what hung.
+ */
+#ifndef AIOLOOP_AIO_TEST_H
+#define AIOLOOP_AIO_TEST_H
+
+#ifndef _GNU_SOURCE
+#error "define _GNU_SOURCE before any #include (gettid, pipe2)"
+#endif
+
+#include <aioloop/aio.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test.h"
+
+/* Sanitizer detection, for scaling stress tests and skipping seccomp. */
+#if defined(__SANITIZE_THREAD__)
+#define TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_TSAN
+#define TEST_TSAN 0
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
+#define TEST_SANITIZED (TEST_TSAN || TEST_ASAN)
+
+/*
+ * Create an AioContext.  When AIOLOOP_FDMON forces a backend that this
+ * machine cannot provide, aio_context_new() fails with an Error: skip the
+ * whole program with that text.  Any other failure is a test failure.
+ */
+static inline AioContext *test_aio_context_new(void)
+{
+    static bool printed;
+    Error *err = NULL;
+    AioContext *ctx = aio_context_new(&err);
+
+    if (!ctx) {
+        const char *forced = getenv("AIOLOOP_FDMON");
+        char reason[512];
+
+        snprintf(reason, sizeof(reason), "AIOLOOP_FDMON=%s: %s",
+                 forced ? forced : "(unset)",
+                 err ? error_get_pretty(err) : "aio_context_new() failed "
+                                               "without setting an Error");
+        error_free(err);
+        if (forced && forced[0]) {
+            test_skip(reason);
+        }
+        TEST_FAIL_("aio_context_new failed: %s", reason);
+    }
+    if (err) {
+        TEST_FAIL_("aio_context_new returned a context and set an Error: %s",
+                   error_get_pretty(err));
+    }
+    if (!printed) {
+        printed = true;
+        printf("# fdmon: %s\n", aioloop_context_fdmon_name(ctx));
+        fflush(stdout);
+    }
+    return ctx;
+}
+
+/*
+ * Run non-blocking iterations until nothing is left to do, so that a
+ * following blocking aio_poll() really waits (the context's own
+ * "notified" flag is cleared by every iteration).
+ */
+static inline void test_aio_drain(AioContext *ctx)
+{
+    int i;
+
+    for (i = 0; i < 1000 && aio_poll(ctx, false); i++) {
+        continue;
+    }
+    if (i == 1000) {
+        TEST_FAIL_("aio_poll(ctx, false) still makes progress after 1000 "
+                   "iterations");
+    }
+}
+
+/* ---- eventfds ---------------------------------------------------------- */
+
+static inline int test_eventfd(void)
+{
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+    if (fd < 0) {
+        TEST_FAIL_("eventfd: %s", strerror(errno));
+    }
+    return fd;
+}
+
+static inline void test_eventfd_write(int fd)
+{
+    uint64_t one = 1;
+
+    if (write(fd, &one, sizeof(one)) != (ssize_t)sizeof(one)) {
+        TEST_FAIL_("eventfd write on fd %d: %s", fd, strerror(errno));
+    }
+}
+
+/* Returns the counter, 0 if the eventfd was not readable. */
+static inline uint64_t test_eventfd_drain(int fd)
+{
+    uint64_t v = 0;
+
+    if (read(fd, &v, sizeof(v)) != (ssize_t)sizeof(v)) {
+        if (errno != EAGAIN) {
+            TEST_FAIL_("eventfd read on fd %d: %s", fd, strerror(errno));
+        }
+        return 0;
+    }
+    return v;
+}
+
+/* ---- threads ----------------------------------------------------------- */
+
+static inline pid_t test_gettid(void)
+{
+    return gettid();
+}
+
+/*
+ * The scheduler state of thread @tid of this process ('R', 'S', 'D', ...),
+ * or 0 when the thread is gone.
+ */
+static inline char test_thread_state(pid_t tid)
+{
+    char path[64], buf[512];
+    ssize_t n;
+    int fd;
+    char *p;
+
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = '\0';
+    /* "tid (comm) S ...": comm may contain spaces and parentheses. */
+    p = strrchr(buf, ')');
+    if (!p || p[1] != ' ') {
+        return 0;
+    }
+    return p[2];
+}
+
+/*
+ * The system call thread @tid is blocked in, from /proc: -1 when it is
+ * running, -2 when /proc does not tell.
+ */
+static inline long test_thread_syscall(pid_t tid)
+{
+    char path[64], buf[64];
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -2;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return -2;
+    }
+    if (buf[0] < '0' || buf[0] > '9') {
+        return -1;
+    }
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+/* Is @nr one of the calls an fd monitor blocks in? */
+static inline bool test_syscall_is_wait(long nr)
+{
+    switch (nr) {
+#ifdef SYS_poll
+    case SYS_poll:
+#endif
+#ifdef SYS_ppoll
+    case SYS_ppoll:
+#endif
+#ifdef SYS_epoll_wait
+    case SYS_epoll_wait:
+#endif
+#ifdef SYS_epoll_pwait
+    case SYS_epoll_pwait:
+#endif
+#ifdef SYS_epoll_pwait2
+    case SYS_epoll_pwait2:
+#endif
+#ifdef SYS_io_uring_enter
+    case SYS_io_uring_enter:
+#endif
+        return true;
+    default:
+        return false;
+    }
+}
+
+/*
+ * Spin (yielding the CPU, never sleeping for a duration) until thread @tid
+ * sleeps in the kernel ('S') inside a poll-family system call, that is,
+ * inside the wait of a blocking aio_poll(); or until *@give_up becomes true
+ * (pass NULL for none).  Used to make sure the home thread is blocked before
+ * another thread pokes it.  Where /proc does not tell the system call, any
+ * sleep counts.  Returns false when it gave up.
+ */
+static inline bool test_wait_thread_sleeping(pid_t tid, const bool *give_up)
+{
+    for (;;) {
+        char s = test_thread_state(tid);
+
+        if (s == 'S') {
+            long nr = test_thread_syscall(tid);
+
+            if (nr == -2 || test_syscall_is_wait(nr)) {
+                return true;
+            }
+        }
+        if (s == 0) {
+            TEST_FAIL_("thread %d vanished while waiting for it to block",
+                       (int)tid);
+        }
+        if (give_up && __atomic_load_n(give_up, __ATOMIC_ACQUIRE)) {
+            return false;
+        }
+        sched_yield();
+    }
+}
+
+static inline pthread_t test_thread_start(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    int r = pthread_create(&t, NULL, fn, arg);
+
+    if (r) {
+        TEST_FAIL_("pthread_create: %s", strerror(r));
+    }
+    return t;
+}
+
+static inline void test_thread_join(pthread_t t)
+{
+    int r = pthread_join(t, NULL);
+
+    if (r) {
+        TEST_FAIL_("pthread_join: %s", strerror(r));
+    }
+}
+
+/* ---- sentinel: flush fd events through the loop ------------------------ */
+
+typedef struct TestSentinel {
+    AioContext *ctx;
+    int fd;
+    unsigned hits;
+} TestSentinel;
+
+static inline void test_sentinel_read(void *opaque)
+{
+    TestSentinel *s = opaque;
+
+    if (test_eventfd_drain(s->fd)) {
+        s->hits++;
+    }
+}
+
+static inline void test_sentinel_init(TestSentinel *s, AioContext *ctx)
+{
+    s->ctx = ctx;
+    s->fd = test_eventfd();
+    s->hits = 0;
+    aio_set_fd_handler(ctx, s->fd, test_sentinel_read, NULL, NULL, NULL, s);
+}
+
+/*
+ * Make the sentinel readable and iterate (blocking) until its handler ran.
+ * Events made ready before this call by this thread are seen by then: the
+ * fd monitors report every ready fd they know of in one wait.  Home thread.
+ */
+static inline void test_sentinel_flush(TestSentinel *s)
+{
+    unsigned target = s->hits + 1;
+    int i;
+
+    test_eventfd_write(s->fd);
+    for (i = 0; s->hits < target; i++) {
+        if (i == 100000) {
+            TEST_FAIL_("sentinel eventfd %d never dispatched", s->fd);
+        }
+        aio_poll(s->ctx, true);
+    }
+}
+
+static inline void test_sentinel_cleanup(TestSentinel *s)
+{
+    aio_set_fd_handler(s->ctx, s->fd, NULL, NULL, NULL, NULL, NULL);
+    close(s->fd);
+    s->fd = -1;
+}
+
+/*
+ * Run @fn(@opaque) in a forked child and expect it to return normally (the
+ * child then exits 0).  On an abort, a signal or another exit status, fail
+ * with the child's stderr.  For behaviour whose failure would otherwise
+ * kill the whole test program.
+ */
+static inline void test_expect_clean_exit(void (*fn)(void *), void *opaque)
+{
+    int pfd[2], status;
+    char buf[4096];
+    size_t len = 0;
+    pid_t pid;
+
+    if (pipe(pfd) < 0) {
+        TEST_FAIL_("pipe: %s", strerror(errno));
+    }
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        TEST_FAIL_("fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        dup2(pfd[1], STDERR_FILENO);
+        close(pfd[0]);
+        close(pfd[1]);
+        fn(opaque);
+        fflush(NULL);
+        _exit(0);
+    }
+    close(pfd[1]);
+    for (;;) {
+        ssize_t r = read(pfd[0], buf + len, sizeof(buf) - 1 - len);
+
+        if (r <= 0) {
+            break;
+        }
+        len += (size_t)r;
+        if (len == sizeof(buf) - 1) {
+            break;
+        }
+    }
+    buf[len] = '\0';
+    close(pfd[0]);
+    if (waitpid(pid, &status, 0) != pid) {
+        TEST_FAIL_("waitpid: %s", strerror(errno));
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        TEST_FAIL_("child %s %d, stderr: %s",
+                   WIFSIGNALED(status) ? "killed by signal" : "exited with",
+                   WIFSIGNALED(status) ? WTERMSIG(status)
+                                       : WEXITSTATUS(status), buf);
+    }
+}
+
+/* ---- watchdog: a hang becomes a failure that says what hung ------------ */
+
+static const char *test_watchdog_what;
+
+static inline void test_watchdog_fire(int sig)
+{
+    const char *what = test_watchdog_what ? test_watchdog_what : "?";
+    static const char head[] = "FAIL: watchdog: timed out: ";
+
+    (void)sig;
+    if (write(STDERR_FILENO, head, sizeof(head) - 1) < 0 ||
+        write(STDERR_FILENO, what, strlen(what)) < 0 ||
+        write(STDERR_FILENO, "\n", 1) < 0) {
+        /* Nothing more can be done from a signal handler. */
+    }
+    _exit(1);
+}
+
+/*
+ * Fail the program if it has not called test_watchdog_cancel() within
+ * @seconds.  Generous values only: this catches hangs (a lost wake-up
+ * makes aio_poll() block forever), it does not measure time.
+ */
+static inline void test_watchdog(const char *what, unsigned seconds)
+{
+    test_watchdog_what = what;
+    signal(SIGALRM, test_watchdog_fire);
+    alarm(seconds);
+}
+
+static inline void test_watchdog_cancel(void)
+{
+    alarm(0);
+    test_watchdog_what = NULL;
+}
+
+#endif

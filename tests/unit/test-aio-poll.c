@@ -1,0 +1,1341 @@
+/*
+ * fd handlers and aio_poll(): level-triggered dispatch, replace/remove
+ * semantics (also from callbacks and other threads), event notifiers,
+ * adaptive polling, the syscall-free non-blocking iteration, many fds.
+ *
+ * "Was not called" is always checked after test_sentinel_flush(): a
+ * blocking iteration that is known to have seen every fd event this thread
+ * caused before it.
+ */
+#define _GNU_SOURCE
+
+#include <aioloop/aio.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "aio-test.h"
+#include "test.h"
+
+/* Generous: only turns a lost wake-up into a failure instead of a hang. */
+#define WATCHDOG_S 60
+
+typedef enum { KIND_PIPE, KIND_SOCKET, KIND_EVENTFD } FdKind;
+
+static const char *const kind_name[] = { "pipe", "socketpair", "eventfd" };
+
+/* A pair of fds: rfd is watched, wfd makes it readable. */
+typedef struct FdPair {
+    FdKind kind;
+    int rfd, wfd;
+} FdPair;
+
+static void fdpair_open(FdPair *p, FdKind kind)
+{
+    int fds[2];
+
+    p->kind = kind;
+    switch (kind) {
+    case KIND_PIPE:
+        if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+            TEST_FAIL_("pipe2: %s", strerror(errno));
+        }
+        p->rfd = fds[0];
+        p->wfd = fds[1];
+        break;
+    case KIND_SOCKET:
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                       fds) < 0) {
+            TEST_FAIL_("socketpair: %s", strerror(errno));
+        }
+        p->rfd = fds[0];
+        p->wfd = fds[1];
+        break;
+    case KIND_EVENTFD:
+        p->rfd = p->wfd = test_eventfd();
+        break;
+    }
+}
+
+static void fdpair_close(FdPair *p)
+{
+    close(p->rfd);
+    if (p->wfd != p->rfd) {
+        close(p->wfd);
+    }
+    p->rfd = p->wfd = -1;
+}
+
+/* Make rfd readable: one byte (pipe, socket) or +1 (eventfd). */
+static void fdpair_kick(FdPair *p)
+{
+    if (p->kind == KIND_EVENTFD) {
+        test_eventfd_write(p->wfd);
+        return;
+    }
+    if (write(p->wfd, "x", 1) != 1) {
+        TEST_FAIL_("write to %s fd %d: %s", kind_name[p->kind], p->wfd,
+                   strerror(errno));
+    }
+}
+
+/* Read everything pending on rfd; returns bytes (or eventfd count). */
+static uint64_t fdpair_drain(FdPair *p)
+{
+    uint64_t total = 0;
+    char buf[256];
+    ssize_t n;
+
+    if (p->kind == KIND_EVENTFD) {
+        return test_eventfd_drain(p->rfd);
+    }
+    while ((n = read(p->rfd, buf, sizeof(buf))) > 0) {
+        total += (uint64_t)n;
+    }
+    return total;
+}
+
+/*
+ * A generic read handler: counts calls, drains the fd on call number
+ * drain_at (0: never), and can run an action.
+ */
+typedef struct Handler Handler;
+struct Handler {
+    AioContext *ctx;
+    FdPair fd;
+    unsigned calls;
+    unsigned drain_at;
+    void *last_opaque;
+    void (*action)(Handler *h);
+    Handler *other;
+    int index;
+    /* Set when this registration was removed or replaced. */
+    bool removed;
+    unsigned calls_after_removal;
+};
+
+static void handler_read(void *opaque)
+{
+    Handler *h = opaque;
+
+    h->calls++;
+    h->last_opaque = opaque;
+    if (h->removed) {
+        h->calls_after_removal++;
+    }
+    if (h->drain_at && h->calls >= h->drain_at) {
+        fdpair_drain(&h->fd);
+    }
+    if (h->action) {
+        h->action(h);
+    }
+}
+
+static void handler_init(Handler *h, AioContext *ctx, FdKind kind)
+{
+    memset(h, 0, sizeof(*h));
+    h->ctx = ctx;
+    fdpair_open(&h->fd, kind);
+}
+
+static void handler_register(Handler *h)
+{
+    aio_set_fd_handler(h->ctx, h->fd.rfd, handler_read, NULL, NULL, NULL, h);
+}
+
+static void handler_remove(Handler *h)
+{
+    aio_set_fd_handler(h->ctx, h->fd.rfd, NULL, NULL, NULL, NULL, NULL);
+    h->removed = true;
+}
+
+/* ---- level-triggered read, write, hang-up ------------------------------ */
+
+static void check_level_triggered(FdKind kind)
+{
+    AioContext *ctx = test_aio_context_new();
+    TestSentinel s;
+    Handler h;
+
+    printf("# %s\n", kind_name[kind]);
+    test_sentinel_init(&s, ctx);
+    handler_init(&h, ctx, kind);
+    h.drain_at = 3;
+    handler_register(&h);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(h.calls, ==, 0);
+
+    fdpair_kick(&h.fd);
+    /* Not drained by the first two calls: fires again in each iteration. */
+    for (unsigned i = 1; i <= 3; i++) {
+        ASSERT_TRUE(aio_poll(ctx, true));
+        ASSERT_UINT(h.calls, ==, i);
+    }
+    /* Drained by the third call: never again. */
+    test_sentinel_flush(&s);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(h.calls, ==, 3);
+    ASSERT_PTR_EQ(h.last_opaque, &h);
+
+    handler_remove(&h);
+    fdpair_close(&h.fd);
+    test_sentinel_cleanup(&s);
+    aio_context_unref(ctx);
+}
+
+TEST(fd_read_level_triggered_pipe)
+{
+    check_level_triggered(KIND_PIPE);
+}
+
+TEST(fd_read_level_triggered_socketpair)
+{
+    check_level_triggered(KIND_SOCKET);
+}
+
+TEST(fd_read_level_triggered_eventfd)
+{
+    check_level_triggered(KIND_EVENTFD);
+}
+
+typedef struct Writer {
+    int fd;
+    unsigned calls;
+} Writer;
+
+static void writer_cb(void *opaque)
+{
+    Writer *w = opaque;
+
+    w->calls++;
+}
+
+TEST(fd_write_handler_fires_while_writable)
+{
+    AioContext *ctx = test_aio_context_new();
+    TestSentinel s;
+    FdPair p;
+    Writer w = { 0 };
+    char buf[4096];
+
+    memset(buf, 'x', sizeof(buf));
+    test_sentinel_init(&s, ctx);
+    fdpair_open(&p, KIND_PIPE);
+    w.fd = p.wfd;
+
+    /* Writable: fires in every iteration. */
+    aio_set_fd_handler(ctx, p.wfd, NULL, writer_cb, NULL, NULL, &w);
+    for (unsigned i = 1; i <= 3; i++) {
+        ASSERT_TRUE(aio_poll(ctx, true));
+        ASSERT_UINT(w.calls, ==, i);
+    }
+
+    /* Fill the pipe: not writable, not called. */
+    while (write(p.wfd, buf, sizeof(buf)) > 0) {
+        continue;
+    }
+    ASSERT_INT(errno, ==, EAGAIN);
+    unsigned before = w.calls;
+    /* One more call may be in flight from the last readiness report. */
+    test_sentinel_flush(&s);
+    before = w.calls;
+    test_sentinel_flush(&s);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(w.calls, ==, before);
+
+    /* Drain: writable again. */
+    fdpair_drain(&p);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(w.calls, ==, before + 1);
+
+    aio_set_fd_handler(ctx, p.wfd, NULL, NULL, NULL, NULL, NULL);
+    before = w.calls;
+    test_sentinel_flush(&s);
+    ASSERT_UINT(w.calls, ==, before);
+
+    fdpair_close(&p);
+    test_sentinel_cleanup(&s);
+    aio_context_unref(ctx);
+}
+
+typedef struct Hup {
+    AioContext *ctx;
+    int fd;
+    unsigned calls;
+    ssize_t last_read;
+} Hup;
+
+static void hup_read(void *opaque)
+{
+    Hup *h = opaque;
+    char c;
+
+    h->calls++;
+    h->last_read = read(h->fd, &c, 1);
+    if (h->last_read == 0) {
+        /* EOF: remove, as a real user would. */
+        aio_set_fd_handler(h->ctx, h->fd, NULL, NULL, NULL, NULL, NULL);
+    }
+}
+
+static void check_hup(FdKind kind)
+{
+    AioContext *ctx = test_aio_context_new();
+    TestSentinel s;
+    FdPair p;
+    Hup h = { .ctx = ctx };
+
+    printf("# %s\n", kind_name[kind]);
+    test_sentinel_init(&s, ctx);
+    fdpair_open(&p, kind);
+    h.fd = p.rfd;
+    aio_set_fd_handler(ctx, p.rfd, hup_read, NULL, NULL, NULL, &h);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(h.calls, ==, 0);
+
+    /* Peer closed with nothing to read: POLLHUP alone fires io_read. */
+    close(p.wfd);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(h.calls, ==, 1);
+    ASSERT_INT(h.last_read, ==, 0);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(h.calls, ==, 1);
+
+    close(p.rfd);
+    test_sentinel_cleanup(&s);
+    aio_context_unref(ctx);
+}
+
+TEST(fd_hup_fires_read_handler_socketpair)
+{
+    check_hup(KIND_SOCKET);
+}
+
+TEST(fd_hup_fires_read_handler_pipe)
+{
+    check_hup(KIND_PIPE);
+}
+
+/* ---- replace and remove ------------------------------------------------ */
+
+typedef struct Tagged {
+    unsigned calls;
+    void *opaque_seen;
+} Tagged;
+
+static Tagged tag_a, tag_b, tag_w;
+
+static void tagged_read_a(void *opaque)
+{
+    tag_a.calls++;
+    tag_a.opaque_seen = opaque;
+    test_eventfd_drain(*(int *)opaque);
+}
+
+static void tagged_read_b(void *opaque)
+{
+    tag_b.calls++;
+    tag_b.opaque_seen = opaque;
+    test_eventfd_drain(*(int *)opaque);
+}
+
+static void tagged_write(void *opaque)
+{
+    tag_w.calls++;
+    tag_w.opaque_seen = opaque;
+}
+
+TEST(fd_replace_semantics)
+{
+    AioContext *ctx = test_aio_context_new();
+    TestSentinel s;
+    int efd = test_eventfd();
+    int o1 = efd, o2 = efd;
+
+    memset(&tag_a, 0, sizeof(tag_a));
+    memset(&tag_b, 0, sizeof(tag_b));
+    memset(&tag_w, 0, sizeof(tag_w));
+    test_sentinel_init(&s, ctx);
+
+    aio_set_fd_handler(ctx, efd, tagged_read_a, NULL, NULL, NULL, &o1);
+    aio_set_fd_handler(ctx, efd, tagged_read_b, NULL, NULL, NULL, &o2);
+    test_eventfd_write(efd);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(tag_a.calls, ==, 0);
+    ASSERT_UINT(tag_b.calls, ==, 1);
+    ASSERT_PTR_EQ(tag_b.opaque_seen, &o2);
+
+    /* Replace a read handler by a write-only one: no read callback left. */
+    aio_set_fd_handler(ctx, efd, NULL, tagged_write, NULL, NULL, &o1);
+    test_eventfd_write(efd);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(tag_w.calls, >=, 1);
+    ASSERT_PTR_EQ(tag_w.opaque_seen, &o1);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(tag_a.calls, ==, 0);
+    ASSERT_UINT(tag_b.calls, ==, 1);
+
+    /* All NULL removes: never called again, whatever the fd does. */
+    aio_set_fd_handler(ctx, efd, NULL, NULL, NULL, NULL, NULL);
+    unsigned w_before = tag_w.calls;
+    test_sentinel_flush(&s);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(tag_w.calls, ==, w_before);
+    ASSERT_UINT(tag_b.calls, ==, 1);
+
+    /* Removing an fd that is not registered is harmless. */
+    aio_set_fd_handler(ctx, efd, NULL, NULL, NULL, NULL, NULL);
+    test_sentinel_cleanup(&s);
+    /* Only the context's own (pollable) notifier is left. */
+    ASSERT_FALSE(aio_poll_disabled(ctx));
+
+    close(efd);
+    aio_context_unref(ctx);
+}
+
+static void remove_self_action(Handler *h)
+{
+    if (!h->removed) {
+        handler_remove(h);
+    }
+}
+
+TEST(fd_handler_removes_itself)
+{
+    AioContext *ctx = test_aio_context_new();
+    TestSentinel s;
+    Handler h;
+
+    test_sentinel_init(&s, ctx);
+    handler_init(&h, ctx, KIND_EVENTFD);
+    h.action = remove_self_action;   /* never drains: stays readable */
+    handler_register(&h);
+    fdpair_kick(&h.fd);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(h.calls, ==, 1);
+    test_sentinel_flush(&s);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(h.calls, ==, 1);
+    ASSERT_UINT(h.calls_after_removal, ==, 0);
+
+    fdpair_close(&h.fd);
+    test_sentinel_cleanup(&s);
+    aio_context_unref(ctx);
+}
+
+/* Both ready in one iteration; whichever runs first removes the other. */
+static void remove_other_action(Handler *h)
+{
+    if (!h->other->removed && !h->removed) {
+        handler_remove(h->other);
+    }
+}
+
+TEST(fd_handler_removes_ready_sibling)
+{
+    AioContext *ctx = test_aio_context_new();
+    TestSentinel s;
+    Handler a, b;
+
+    test_sentinel_init(&s, ctx);
+    handler_init(&a, ctx, KIND_EVENTFD);
+    handler_init(&b, ctx, KIND_SOCKET);
+    a.other = &b;
+    b.other = &a;
+    a.action = b.action = remove_other_action;
+    handler_register(&a);
+    handler_register(&b);
+    test_sentinel_flush(&s);
+
+    fdpair_kick(&a.fd);
+    fdpair_kick(&b.fd);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(a.calls + b.calls, ==, 1);
+    ASSERT_TRUE(a.removed != b.removed);
+    test_sentinel_flush(&s);
+    test_sentinel_flush(&s);
+    /* The removed one never ran; the survivor keeps firing (not drained). */
+    Handler *gone = a.removed ? &a : &b;
+    Handler *alive = a.removed ? &b : &a;
+    ASSERT_UINT(gone->calls, ==, 0);
+    ASSERT_UINT(alive->calls, >=, 2);
+
+    handler_remove(alive);
+    fdpair_close(&a.fd);
+    fdpair_close(&b.fd);
+    test_sentinel_cleanup(&s);
+    aio_context_unref(ctx);
+}
+
+/* Replacement during dispatch: the old callbacks are never called again. */
+typedef struct Replaced {
+    unsigned calls;
+    Handler *h;
+} Replaced;
+
+static Replaced replaced_new[2];
+
+static void replacement_read(void *opaque)
+{
+    Replaced *r = opaque;
+
+    r->calls++;
+    fdpair_drain(&r->h->fd);
+}
+
+static void replace_other_action(Handler *h)
+{
+    Handler *o = h->other;
+
+    if (!o->removed && !h->removed) {
+        Replaced *r = &replaced_new[o->index];
+
+        r->h = o;
+        aio_set_fd_handler(h->ctx, o->fd.rfd, replacement_read, NULL, NULL,
+                           NULL, r);
+        o->removed = true;  /* as far as the old callbacks go */
+    }
+}
+
+TEST(fd_handler_replaces_ready_sibling)
+{
+    AioContext *ctx = test_aio_context_new();
+    TestSentinel s;
+    Handler a, b;
+
+    memset(replaced_new, 0, sizeof(replaced_new));
+    test_sentinel_init(&s, ctx);
+    handler_init(&a, ctx, KIND_EVENTFD);
+    handler_init(&b, ctx, KIND_PIPE);
+    a.other = &b;
+    b.other = &a;
+    a.action = b.action = replace_other_action;
+    a.index = 0;
+    b.index = 1;
+    handler_register(&a);
+    handler_register(&b);
+    test_sentinel_flush(&s);
+
+    fdpair_kick(&a.fd);
+    fdpair_kick(&b.fd);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(a.calls + b.calls, ==, 1);
+    test_sentinel_flush(&s);
+    test_sentinel_flush(&s);
+    Handler *replaced = a.removed ? &a : &b;
+    Handler *replacer = a.removed ? &b : &a;
+    Replaced *r = &replaced_new[replaced == &a ? 0 : 1];
+    /* Old callbacks of the replaced handler: never. */
+    ASSERT_UINT(replaced->calls, ==, 0);
+    /* New callbacks: called in a later iteration (the fd stayed readable). */
+    ASSERT_UINT(r->calls, ==, 1);
+    ASSERT_PTR_EQ(r->h, replaced);
+    ASSERT_UINT(replacer->calls, >=, 2);
+
+    aio_set_fd_handler(ctx, a.fd.rfd, NULL, NULL, NULL, NULL, NULL);
+    aio_set_fd_handler(ctx, b.fd.rfd, NULL, NULL, NULL, NULL, NULL);
+    fdpair_close(&a.fd);
+    fdpair_close(&b.fd);
+    test_sentinel_cleanup(&s);
+    aio_context_unref(ctx);
+}
+
+static void replace_self_action(Handler *h)
+{
+    if (!h->removed) {
+        replaced_new[0].h = h;
+        aio_set_fd_handler(h->ctx, h->fd.rfd, replacement_read, NULL, NULL,
+                           NULL, &replaced_new[0]);
+        h->removed = true;
+    }
+}
+
+TEST(fd_handler_replaces_itself)
+{
+    AioContext *ctx = test_aio_context_new();
+    TestSentinel s;
+    Handler h;
+
+    memset(replaced_new, 0, sizeof(replaced_new));
+    test_sentinel_init(&s, ctx);
+    handler_init(&h, ctx, KIND_SOCKET);
+    h.action = replace_self_action;
+    handler_register(&h);
+    fdpair_kick(&h.fd);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(h.calls, ==, 1);
+    /* The replacement is not called in the iteration that created it. */
+    ASSERT_UINT(replaced_new[0].calls, ==, 0);
+    test_sentinel_flush(&s);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(h.calls, ==, 1);
+    ASSERT_UINT(h.calls_after_removal, ==, 0);
+    ASSERT_UINT(replaced_new[0].calls, ==, 1);
+
+    aio_set_fd_handler(ctx, h.fd.rfd, NULL, NULL, NULL, NULL, NULL);
+    fdpair_close(&h.fd);
+    test_sentinel_cleanup(&s);
+    aio_context_unref(ctx);
+}
+
+/* A callback registers a new handler on an fd that is already readable. */
+static Handler *registered_from_cb;
+
+static void register_other_action(Handler *h)
+{
+    if (h->calls == 1) {
+        handler_register(registered_from_cb);
+    }
+}
+
+TEST(fd_register_from_callback)
+{
+    AioContext *ctx = test_aio_context_new();
+    TestSentinel s;
+    Handler a, c;
+
+    test_sentinel_init(&s, ctx);
+    handler_init(&a, ctx, KIND_EVENTFD);
+    handler_init(&c, ctx, KIND_EVENTFD);
+    a.drain_at = 1;
+    a.action = register_other_action;
+    c.drain_at = 1;
+    registered_from_cb = &c;
+    handler_register(&a);
+    fdpair_kick(&c.fd);      /* readable but not watched yet */
+    fdpair_kick(&a.fd);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(a.calls, ==, 1);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(c.calls, ==, 1);
+    ASSERT_UINT(a.calls, ==, 1);
+
+    handler_remove(&a);
+    handler_remove(&c);
+    fdpair_close(&a.fd);
+    fdpair_close(&c.fd);
+    test_sentinel_cleanup(&s);
+    aio_context_unref(ctx);
+}
+
+/* ---- changes from another thread while the home thread blocks ---------- */
+
+typedef struct Remote {
+    AioContext *ctx;
+    pid_t home_tid;
+    Handler *add;       /* register this one (its fd already readable) */
+    Handler *del;       /* remove this one, then kick its fd */
+    TestSentinel *sentinel;
+} Remote;
+
+static void *remote_thread(void *opaque)
+{
+    Remote *r = opaque;
+
+    test_wait_thread_sleeping(r->home_tid, NULL);
+    if (r->add) {
+        handler_register(r->add);
+    }
+    if (r->del) {
+        aio_set_fd_handler(r->ctx, r->del->fd.rfd, NULL, NULL, NULL, NULL,
+                           NULL);
+        __atomic_store_n(&r->del->removed, true, __ATOMIC_RELEASE);
+        fdpair_kick(&r->del->fd);
+        test_eventfd_write(r->sentinel->fd);
+    }
+    return NULL;
+}
+
+TEST(fd_register_from_other_thread_while_blocked)
+{
+    AioContext *ctx = test_aio_context_new();
+    Handler h;
+    Remote r = { .ctx = ctx, .home_tid = test_gettid(), .add = &h };
+    pthread_t t;
+
+    handler_init(&h, ctx, KIND_EVENTFD);
+    h.drain_at = 1;
+    fdpair_kick(&h.fd);
+    test_aio_drain(ctx);
+
+    test_watchdog("handler registered from another thread never fired",
+                  WATCHDOG_S);
+    t = test_thread_start(remote_thread, &r);
+    while (__atomic_load_n(&h.calls, __ATOMIC_ACQUIRE) == 0) {
+        aio_poll(ctx, true);
+    }
+    test_thread_join(t);
+    test_watchdog_cancel();
+    ASSERT_UINT(h.calls, ==, 1);
+
+    handler_remove(&h);
+    fdpair_close(&h.fd);
+    aio_context_unref(ctx);
+}
+
+TEST(fd_remove_from_other_thread_while_blocked)
+{
+    AioContext *ctx = test_aio_context_new();
+    TestSentinel s;
+    Handler h;
+    Remote r = { .ctx = ctx, .home_tid = test_gettid(), .del = &h,
+                 .sentinel = &s };
+    pthread_t t;
+    unsigned target;
+
+    test_sentinel_init(&s, ctx);
+    handler_init(&h, ctx, KIND_EVENTFD);
+    handler_register(&h);
+    test_sentinel_flush(&s);
+    test_aio_drain(ctx);
+
+    test_watchdog("removal from another thread: loop never woke", WATCHDOG_S);
+    target = s.hits + 1;
+    t = test_thread_start(remote_thread, &r);
+    while (s.hits < target) {
+        aio_poll(ctx, true);
+    }
+    test_thread_join(t);
+    test_sentinel_flush(&s);
+    test_watchdog_cancel();
+    /* Removed before its fd became readable: never called. */
+    ASSERT_UINT(h.calls, ==, 0);
+
+    fdpair_close(&h.fd);
+    test_sentinel_cleanup(&s);
+    aio_context_unref(ctx);
+}
+
+/* ---- event notifiers --------------------------------------------------- */
+
+typedef struct NotifierState {
+    EventNotifier *seen;
+    unsigned reads, polls, poll_readies, begins, ends;
+    bool poll_flag;       /* what io_poll reports */
+} NotifierState;
+
+static NotifierState ns;
+
+static void en_read(EventNotifier *e)
+{
+    ns.reads++;
+    ns.seen = e;
+    event_notifier_test_and_clear(e);
+}
+
+static bool en_poll(void *opaque)
+{
+    ns.polls++;
+    ns.seen = opaque;
+    return __atomic_load_n(&ns.poll_flag, __ATOMIC_ACQUIRE);
+}
+
+static void en_poll_ready(EventNotifier *e)
+{
+    ns.poll_readies++;
+    ns.seen = e;
+    ns.poll_flag = false;
+}
+
+static void en_begin(EventNotifier *e)
+{
+    (void)e;
+    ns.begins++;
+}
+
+static void en_end(EventNotifier *e)
+{
+    (void)e;
+    ns.ends++;
+}
+
+TEST(event_notifier_read)
+{
+    AioContext *ctx = test_aio_context_new();
+    TestSentinel s;
+    EventNotifier e;
+
+    memset(&ns, 0, sizeof(ns));
+    test_sentinel_init(&s, ctx);
+    ASSERT_EQ(event_notifier_init(&e, 0), 0);
+    aio_set_event_notifier(ctx, &e, en_read, NULL, NULL);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(ns.reads, ==, 0);
+
+    ASSERT_EQ(event_notifier_set(&e), 0);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(ns.reads, ==, 1);
+    ASSERT_PTR_EQ(ns.seen, &e);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(ns.reads, ==, 1);
+
+    /* Created already set. */
+    aio_set_event_notifier(ctx, &e, NULL, NULL, NULL);
+    event_notifier_cleanup(&e);
+    ASSERT_EQ(event_notifier_init(&e, 1), 0);
+    aio_set_event_notifier(ctx, &e, en_read, NULL, NULL);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(ns.reads, ==, 2);
+
+    /* Removed: never again. */
+    aio_set_event_notifier(ctx, &e, NULL, NULL, NULL);
+    event_notifier_set(&e);
+    test_sentinel_flush(&s);
+    ASSERT_UINT(ns.reads, ==, 2);
+
+    event_notifier_cleanup(&e);
+    test_sentinel_cleanup(&s);
+    aio_context_unref(ctx);
+}
+
+/*
+ * Get adaptive polling going: a handler enters the polled list when first
+ * dispatched and its window grows after dispatches that came quickly.
+ * Kick the fd and dispatch until the context reports a polling window.
+ */
+static void grow_poll_window(AioContext *ctx, void (*kick)(void *),
+                             void *kick_arg, const unsigned *reads)
+{
+    int i;
+
+    for (i = 0; i < 1000 && aioloop_context_get_poll_ns(ctx) == 0; i++) {
+        unsigned before = *reads;
+
+        kick(kick_arg);
+        while (*reads == before) {
+            aio_poll(ctx, true);
+        }
+    }
+    printf("# polling window %" PRId64 " ns after %d dispatches\n",
+           aioloop_context_get_poll_ns(ctx), i);
+    ASSERT_INT(aioloop_context_get_poll_ns(ctx), >, 0);
+    /* Let io_uring submit its re-armed polls (need_wait would skip polling). */
+    for (i = 0; i < 3; i++) {
+        aio_poll(ctx, false);
+    }
+}
+
+static void kick_notifier(void *opaque)
+{
+    ASSERT_EQ(event_notifier_set(opaque), 0);
+}
+
+static void kick_eventfd(void *opaque)
+{
+    test_eventfd_write(*(int *)opaque);
+}
+
+/* Rescue: if the home thread blocks instead of polling, kick the fd. */
+typedef struct Rescue {
+    pid_t home_tid;
+    int fd;
+    bool done;
+    bool fired;
+} Rescue;
+
+static void *rescue_thread(void *opaque)
+{
+    Rescue *r = opaque;
+
+    if (test_wait_thread_sleeping(r->home_tid, &r->done)) {
+        __atomic_store_n(&r->fired, true, __ATOMIC_RELEASE);
+        test_eventfd_write(r->fd);
+    }
+    return NULL;
+}
+
+/*
+ * Make the next blocking aio_poll() really block, for a bounded time: arm
+ * a timer 20 ms ahead (arming from the home thread sets "notified", so one
+ * non-blocking iteration consumes that first), then iterate until it fired.
+ * Nothing here measures time; the timer only bounds the block.
+ */
+typedef struct Bound {
+    QEMUTimer *timer;
+    unsigned fired;
+} Bound;
+
+static void bound_cb(void *opaque)
+{
+    Bound *b = opaque;
+
+    b->fired++;
+}
+
+static void bound_init(Bound *b, AioContext *ctx)
+{
+    b->fired = 0;
+    b->timer = aio_timer_new(ctx, QEMU_CLOCK_REALTIME, SCALE_NS, bound_cb, b);
+}
+
+static void block_until_timer(AioContext *ctx, Bound *b)
+{
+    unsigned want = b->fired + 1;
+
+    timer_mod_ns(b->timer,
+                 qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + 20 * 1000000LL);
+    aio_poll(ctx, false);
+    while (b->fired < want) {
+        aio_poll(ctx, true);
+    }
+}
+
+/*
+ * Run one blocking aio_poll() that is expected to find the event by
+ * polling, with a rescue thread that kicks @fd if the home thread blocks in
+ * the kernel instead (so a missing poll fails the test instead of hanging).
+ * Returns aio_poll()'s result; *@rescued tells whether the rescue fired.
+ */
+static bool poll_once_with_rescue(AioContext *ctx, int fd, bool *rescued)
+{
+    Rescue rescue = { .home_tid = test_gettid(), .fd = fd };
+    pthread_t t;
+    bool ret;
+
+    t = test_thread_start(rescue_thread, &rescue);
+    ret = aio_poll(ctx, true);
+    __atomic_store_n(&rescue.done, true, __ATOMIC_RELEASE);
+    test_thread_join(t);
+    *rescued = __atomic_load_n(&rescue.fired, __ATOMIC_ACQUIRE);
+    return ret;
+}
+
+TEST(event_notifier_poll_begin_end)
+{
+    AioContext *ctx = test_aio_context_new();
+    EventNotifier e;
+    Error *err = NULL;
+    Bound bound;
+    unsigned reads;
+    bool ret, rescued;
+
+    memset(&ns, 0, sizeof(ns));
+    bound_init(&bound, ctx);
+    ASSERT_EQ(event_notifier_init(&e, 0), 0);
+    aio_context_set_poll_params(ctx, 1000000, 0, 0, &err);
+    ASSERT_NULL(err);
+    aio_set_event_notifier(ctx, &e, en_read, en_poll, en_poll_ready);
+    aio_set_event_notifier_poll(ctx, &e, en_begin, en_end);
+    ASSERT_FALSE(aio_poll_disabled(ctx));
+    grow_poll_window(ctx, kick_notifier, &e, &ns.reads);
+    /* Leave poll mode if the warm-up left it on: block once. */
+    block_until_timer(ctx, &bound);
+    ASSERT_UINT(ns.begins, ==, ns.ends);
+    ASSERT_INT(aioloop_context_get_poll_ns(ctx), >, 0);
+    test_aio_drain(ctx);
+    ns.begins = ns.ends = ns.poll_readies = ns.polls = 0;
+    reads = ns.reads;
+
+    /* io_poll succeeds: polling started (begin), only io_poll_ready ran. */
+    test_watchdog("poll begin/end", WATCHDOG_S);
+    __atomic_store_n(&ns.poll_flag, true, __ATOMIC_RELEASE);
+    ret = poll_once_with_rescue(ctx, event_notifier_get_wfd(&e), &rescued);
+    if (rescued) {
+        TEST_FAIL_("aio_poll blocked in the kernel although io_poll of a "
+                   "polled notifier returned true (polls=%u begins=%u "
+                   "poll_ns=%" PRId64 ")", ns.polls, ns.begins,
+                   aioloop_context_get_poll_ns(ctx));
+    }
+    ASSERT_TRUE(ret);
+    ASSERT_UINT(ns.polls, >=, 1);
+    ASSERT_UINT(ns.poll_readies, ==, 1);
+    ASSERT_UINT(ns.reads, ==, reads);
+    ASSERT_PTR_EQ(ns.seen, &e);
+    ASSERT_UINT(ns.begins, ==, 1);
+    /* Did not block, so still in poll mode. */
+    ASSERT_UINT(ns.ends, ==, 0);
+
+    /*
+     * Nothing to find: the window runs out and the loop leaves poll mode
+     * just before blocking (end), without a second begin.
+     */
+    block_until_timer(ctx, &bound);
+    ASSERT_UINT(ns.ends, ==, 1);
+    ASSERT_UINT(ns.begins, ==, 1);
+    ASSERT_UINT(ns.poll_readies, ==, 1);
+    test_watchdog_cancel();
+
+    aio_set_event_notifier(ctx, &e, NULL, NULL, NULL);
+    timer_free(bound.timer);
+    event_notifier_cleanup(&e);
+    aio_context_unref(ctx);
+}
+
+/* ---- adaptive polling on a plain fd handler ---------------------------- */
+
+typedef struct Pollable {
+    int fd;
+    unsigned reads, polls, poll_readies;
+    bool flag;
+} Pollable;
+
+static void pollable_read(void *opaque)
+{
+    Pollable *p = opaque;
+
+    p->reads++;
+    test_eventfd_drain(p->fd);
+}
+
+static bool pollable_poll(void *opaque)
+{
+    Pollable *p = opaque;
+
+    p->polls++;
+    return __atomic_load_n(&p->flag, __ATOMIC_ACQUIRE);
+}
+
+static void pollable_ready(void *opaque)
+{
+    Pollable *p = opaque;
+
+    p->poll_readies++;
+    p->flag = false;
+}
+
+TEST(adaptive_poll_calls_io_poll_ready)
+{
+    AioContext *ctx = test_aio_context_new();
+    Pollable p = { .fd = test_eventfd() };
+    Error *err = NULL;
+    AioloopContextStats st0, st1;
+    bool ret, rescued;
+    unsigned reads;
+
+    aio_context_set_poll_params(ctx, 1000000, 0, 0, &err);
+    ASSERT_NULL(err);
+    aio_set_fd_handler(ctx, p.fd, pollable_read, NULL, pollable_poll,
+                       pollable_ready, &p);
+    grow_poll_window(ctx, kick_eventfd, &p.fd, &p.reads);
+    reads = p.reads;
+    aioloop_context_get_stats(ctx, &st0);
+
+    test_watchdog("adaptive polling", WATCHDOG_S);
+    for (int round = 1; round <= 3; round++) {
+        __atomic_store_n(&p.flag, true, __ATOMIC_RELEASE);
+        ret = poll_once_with_rescue(ctx, p.fd, &rescued);
+        if (rescued) {
+            TEST_FAIL_("round %d: aio_poll blocked in the kernel although "
+                       "io_poll returned true (polls=%u poll_ns=%" PRId64 ")",
+                       round, p.polls, aioloop_context_get_poll_ns(ctx));
+        }
+        ASSERT_TRUE(ret);
+        ASSERT_UINT(p.poll_readies, ==, (unsigned)round);
+        ASSERT_UINT(p.reads, ==, reads);
+    }
+    test_watchdog_cancel();
+    aioloop_context_get_stats(ctx, &st1);
+    ASSERT_UINT(st1.poll_hits, >=, st0.poll_hits + 3);
+
+    /* With polling off, the same flag is never looked at by a blocking poll. */
+    aio_context_set_poll_params(ctx, 0, 0, 0, &err);
+    ASSERT_NULL(err);
+    aio_poll(ctx, false);
+    ASSERT_INT(aioloop_context_get_poll_ns(ctx), ==, 0);
+
+    aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
+    close(p.fd);
+    aio_context_unref(ctx);
+}
+
+TEST(io_poll_without_io_poll_ready_is_dropped)
+{
+    AioContext *ctx = test_aio_context_new();
+    Pollable p = { .fd = test_eventfd() };
+    Error *err = NULL;
+
+    aio_context_set_poll_params(ctx, 1000000, 0, 0, &err);
+    ASSERT_NULL(err);
+    ASSERT_FALSE(aio_poll_disabled(ctx));
+    aio_set_fd_handler(ctx, p.fd, pollable_read, NULL, pollable_poll, NULL,
+                       &p);
+    /* Counted as a handler without io_poll. */
+    ASSERT_TRUE(aio_poll_disabled(ctx));
+    p.flag = true;
+    for (unsigned i = 1; i <= 20; i++) {
+        test_eventfd_write(p.fd);
+        while (p.reads < i) {
+            aio_poll(ctx, true);
+        }
+    }
+    ASSERT_UINT(p.polls, ==, 0);
+    ASSERT_UINT(p.poll_readies, ==, 0);
+    ASSERT_INT(aioloop_context_get_poll_ns(ctx), ==, 0);
+
+    aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
+    ASSERT_FALSE(aio_poll_disabled(ctx));
+    close(p.fd);
+    aio_context_unref(ctx);
+}
+
+TEST(poll_disabled_tracks_handlers)
+{
+    AioContext *ctx = test_aio_context_new();
+    Pollable p = { .fd = test_eventfd() };
+    Pollable q = { .fd = test_eventfd() };
+
+    /* The context's own notifier is pollable. */
+    ASSERT_FALSE(aio_poll_disabled(ctx));
+    aio_set_fd_handler(ctx, p.fd, pollable_read, NULL, pollable_poll,
+                       pollable_ready, &p);
+    ASSERT_FALSE(aio_poll_disabled(ctx));
+    aio_set_fd_handler(ctx, q.fd, pollable_read, NULL, NULL, NULL, &q);
+    ASSERT_TRUE(aio_poll_disabled(ctx));
+    /* Replace the non-pollable one by a pollable one. */
+    aio_set_fd_handler(ctx, q.fd, pollable_read, NULL, pollable_poll,
+                       pollable_ready, &q);
+    ASSERT_FALSE(aio_poll_disabled(ctx));
+    /* And a pollable one by a non-pollable one. */
+    aio_set_fd_handler(ctx, p.fd, pollable_read, NULL, NULL, NULL, &p);
+    ASSERT_TRUE(aio_poll_disabled(ctx));
+    aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
+    ASSERT_FALSE(aio_poll_disabled(ctx));
+    aio_set_fd_handler(ctx, q.fd, NULL, NULL, NULL, NULL, NULL);
+    ASSERT_FALSE(aio_poll_disabled(ctx));
+    /* Same through event notifiers. */
+    EventNotifier e;
+    ASSERT_EQ(event_notifier_init(&e, 0), 0);
+    aio_set_event_notifier(ctx, &e, en_read, NULL, NULL);
+    ASSERT_TRUE(aio_poll_disabled(ctx));
+    aio_set_event_notifier(ctx, &e, en_read, en_poll, en_poll_ready);
+    ASSERT_FALSE(aio_poll_disabled(ctx));
+    aio_set_event_notifier(ctx, &e, NULL, NULL, NULL);
+    ASSERT_FALSE(aio_poll_disabled(ctx));
+
+    event_notifier_cleanup(&e);
+    close(p.fd);
+    close(q.fd);
+    aio_context_unref(ctx);
+}
+
+/* ---- a non-blocking aio_poll with all handlers pollable: no syscall ---- */
+
+/* Shared with the child: the first forbidden syscall it made. */
+static volatile long *nosys_nr;
+
+static void nosys_sigsys(int sig, siginfo_t *info, void *uctx)
+{
+    (void)sig;
+    (void)uctx;
+    *nosys_nr = info->si_syscall;
+    _exit(3);
+}
+
+static void nosys_child(void)
+{
+    AioContext *ctx = test_aio_context_new();
+    Pollable p = { .fd = test_eventfd() };
+    struct sigaction sa;
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                 offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit_group, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit, 1, 0),
+        /* Trap (SIGSYS, reported to the parent); a blocked SIGSYS kills. */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {
+        .len = sizeof(filter) / sizeof(filter[0]),
+        .filter = filter,
+    };
+
+    aio_set_fd_handler(ctx, p.fd, pollable_read, NULL, pollable_poll,
+                       pollable_ready, &p);
+    /* Warm up: bind the home thread, let io_uring submit what it queued. */
+    for (int i = 0; i < 5; i++) {
+        aio_poll(ctx, false);
+    }
+    if (aio_poll_disabled(ctx)) {
+        _exit(4);
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = nosys_sigsys;
+    sa.sa_flags = SA_SIGINFO;
+    if (sigaction(SIGSYS, &sa, NULL) < 0 ||
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
+        _exit(5);
+    }
+    for (int i = 0; i < 3; i++) {
+        aio_poll(ctx, false);
+    }
+    _exit(0);
+}
+
+TEST(nonblocking_poll_all_pollable_makes_no_syscall)
+{
+    pid_t pid;
+    int status;
+
+#if TEST_SANITIZED
+    printf("# skipped: the sanitizer runtime makes syscalls of its own "
+           "inside instrumented code\n");
+    return;
+#endif
+#if !defined(__x86_64__)
+    printf("# skipped: the seccomp filter is written for x86_64\n");
+    return;
+#endif
+    nosys_nr = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ASSERT_TRUE(nosys_nr != MAP_FAILED);
+    *nosys_nr = -1;
+    fflush(NULL);
+    pid = fork();
+    ASSERT_INT(pid, >=, 0);
+    if (pid == 0) {
+        nosys_child();
+    }
+    ASSERT_INT(waitpid(pid, &status, 0), ==, pid);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 3) {
+        TEST_FAIL_("non-blocking aio_poll with only pollable handlers made "
+                   "syscall %ld", *nosys_nr);
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 4) {
+        TEST_FAIL_("aio_poll_disabled() true with only pollable handlers");
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 5) {
+        printf("# skipped: cannot install a seccomp filter here\n");
+        munmap((void *)nosys_nr, 4096);
+        return;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        TEST_FAIL_("child status 0x%x (signal %d)", status,
+                   WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    }
+    munmap((void *)nosys_nr, 4096);
+}
+
+/* ---- many fds ---------------------------------------------------------- */
+
+#define MANY_FDS 200
+#define MANY_READY 50
+
+typedef struct ManyFd {
+    int sv[2];
+    unsigned calls;
+} ManyFd;
+
+static void many_read(void *opaque)
+{
+    ManyFd *m = opaque;
+    char buf[16];
+
+    m->calls++;
+    while (read(m->sv[0], buf, sizeof(buf)) > 0) {
+        continue;
+    }
+}
+
+TEST(many_fds_dispatch_exactly_the_ready_ones)
+{
+    AioContext *ctx = test_aio_context_new();
+    ManyFd *m = calloc(MANY_FDS, sizeof(*m));
+    TestSentinel s;
+    struct rlimit rl;
+    AioloopContextStats st0, st1;
+
+    ASSERT_NOT_NULL(m);
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < 2 * MANY_FDS + 64) {
+        rl.rlim_cur = rl.rlim_max;
+        ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+        if (rl.rlim_cur < 2 * MANY_FDS + 64) {
+            test_skip("RLIMIT_NOFILE too low for 200 socketpairs");
+        }
+    }
+    test_sentinel_init(&s, ctx);
+    for (int i = 0; i < MANY_FDS; i++) {
+        ASSERT_EQ(socketpair(AF_UNIX,
+                             SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                             m[i].sv), 0);
+        aio_set_fd_handler(ctx, m[i].sv[0], many_read, NULL, NULL, NULL,
+                           &m[i]);
+    }
+    test_sentinel_flush(&s);
+
+    for (int i = 0; i < MANY_FDS; i += MANY_FDS / MANY_READY) {
+        ASSERT_EQ(write(m[i].sv[1], "x", 1), 1);
+    }
+    aioloop_context_get_stats(ctx, &st0);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    aioloop_context_get_stats(ctx, &st1);
+    for (int i = 0; i < MANY_FDS; i++) {
+        unsigned want = i % (MANY_FDS / MANY_READY) == 0;
+
+        if (m[i].calls != want) {
+            TEST_FAIL_("fd pair %d: %u calls, want %u", i, m[i].calls, want);
+        }
+    }
+    ASSERT_UINT(st1.fd_dispatches - st0.fd_dispatches, ==, MANY_READY);
+
+    /* Drained: no more calls. */
+    test_sentinel_flush(&s);
+    for (int i = 0; i < MANY_FDS; i++) {
+        ASSERT_UINT(m[i].calls, ==, i % (MANY_FDS / MANY_READY) == 0);
+    }
+
+    /* Remove every other one, make all readable: only the rest fire. */
+    for (int i = 0; i < MANY_FDS; i += 2) {
+        aio_set_fd_handler(ctx, m[i].sv[0], NULL, NULL, NULL, NULL, NULL);
+    }
+    for (int i = 0; i < MANY_FDS; i++) {
+        m[i].calls = 0;
+        ASSERT_EQ(write(m[i].sv[1], "y", 1), 1);
+    }
+    test_sentinel_flush(&s);
+    for (int i = 0; i < MANY_FDS; i++) {
+        ASSERT_UINT(m[i].calls, ==, (unsigned)(i % 2));
+    }
+
+    for (int i = 0; i < MANY_FDS; i++) {
+        if (i % 2) {
+            aio_set_fd_handler(ctx, m[i].sv[0], NULL, NULL, NULL, NULL, NULL);
+        }
+        close(m[i].sv[0]);
+        close(m[i].sv[1]);
+    }
+    test_sentinel_cleanup(&s);
+    free(m);
+    aio_context_unref(ctx);
+}
+
+RUN_TESTS(T(fd_read_level_triggered_pipe),
+          T(fd_read_level_triggered_socketpair),
+          T(fd_read_level_triggered_eventfd),
+          T(fd_write_handler_fires_while_writable),
+          T(fd_hup_fires_read_handler_socketpair),
+          T(fd_hup_fires_read_handler_pipe),
+          T(fd_replace_semantics),
+          T(fd_handler_removes_itself),
+          T(fd_handler_removes_ready_sibling),
+          T(fd_handler_replaces_ready_sibling),
+          T(fd_handler_replaces_itself),
+          T(fd_register_from_callback),
+          T(fd_register_from_other_thread_while_blocked),
+          T(fd_remove_from_other_thread_while_blocked),
+          T(event_notifier_read),
+          T(event_notifier_poll_begin_end),
+          T(adaptive_poll_calls_io_poll_ready),
+          T(io_poll_without_io_poll_ready_is_dropped),
+          T(poll_disabled_tracks_handlers),
+          T(nonblocking_poll_all_pollable_makes_no_syscall),
+          T(many_fds_dispatch_exactly_the_ready_ones))

@@ -1,0 +1,730 @@
+/*
+ * Bottom halves: scheduling, cancel, delete, one-shot, idle, nesting,
+ * reentrancy guard and misuse aborts.
+ *
+ * LIFO/FIFO order within one batch is not specified and not tested: every
+ * test that involves several BHs in one batch is written so that it passes
+ * with any order.
+ */
+#define _GNU_SOURCE
+
+#include <aioloop/aio.h>
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "aio-test.h"
+#include "test.h"
+
+#define IDLE_BH_MAX_NS (10 * 1000 * 1000LL)
+
+typedef struct Counter {
+    QEMUBH *bh;
+    unsigned runs;
+    unsigned limit;        /* reschedule itself while runs < limit */
+} Counter;
+
+static void count_cb(void *opaque)
+{
+    Counter *c = opaque;
+
+    c->runs++;
+}
+
+static void reschedule_cb(void *opaque)
+{
+    Counter *c = opaque;
+
+    c->runs++;
+    if (c->runs < c->limit) {
+        qemu_bh_schedule(c->bh);
+    }
+}
+
+TEST(bh_runs_once_however_often_scheduled)
+{
+    AioContext *ctx = test_aio_context_new();
+    Counter c = { 0 };
+
+    c.bh = aio_bh_new(ctx, count_cb, &c);
+    test_aio_drain(ctx);
+
+    for (int i = 0; i < 5; i++) {
+        qemu_bh_schedule(c.bh);
+    }
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 1);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 1);
+
+    /* Same through aio_bh_poll() directly. */
+    for (int i = 0; i < 3; i++) {
+        qemu_bh_schedule(c.bh);
+    }
+    ASSERT_INT(aio_bh_poll(ctx), ==, 1);
+    ASSERT_UINT(c.runs, ==, 2);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 0);
+    ASSERT_UINT(c.runs, ==, 2);
+
+    /* And again after it ran: the BH is reusable. */
+    qemu_bh_schedule(c.bh);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(c.runs, ==, 3);
+
+    qemu_bh_delete(c.bh);
+    aio_poll(ctx, false);
+    aio_context_unref(ctx);
+}
+
+TEST(bh_rescheduled_from_own_callback_runs_next_poll)
+{
+    AioContext *ctx = test_aio_context_new();
+    Counter c = { .limit = 4 };
+
+    c.bh = aio_bh_new(ctx, reschedule_cb, &c);
+    test_aio_drain(ctx);
+
+    qemu_bh_schedule(c.bh);
+    for (unsigned i = 1; i <= 4; i++) {
+        /* One run per iteration, not a loop inside one aio_poll(). */
+        ASSERT_TRUE(aio_poll(ctx, false));
+        ASSERT_UINT(c.runs, ==, i);
+    }
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 4);
+
+    /* aio_bh_poll(): one run per call as well. */
+    c.runs = 0;
+    c.limit = 3;
+    qemu_bh_schedule(c.bh);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 1);
+    ASSERT_UINT(c.runs, ==, 1);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 1);
+    ASSERT_UINT(c.runs, ==, 2);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 1);
+    ASSERT_UINT(c.runs, ==, 3);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 0);
+    ASSERT_UINT(c.runs, ==, 3);
+
+    qemu_bh_delete(c.bh);
+    aio_poll(ctx, false);
+    aio_context_unref(ctx);
+}
+
+TEST(bh_cancel)
+{
+    AioContext *ctx = test_aio_context_new();
+    Counter c = { 0 };
+
+    c.bh = aio_bh_new(ctx, count_cb, &c);
+    test_aio_drain(ctx);
+
+    /* Cancel of a BH that is not scheduled does nothing. */
+    qemu_bh_cancel(c.bh);
+    ASSERT_FALSE(aio_poll(ctx, false));
+
+    qemu_bh_schedule(c.bh);
+    qemu_bh_cancel(c.bh);
+    ASSERT_INT(aio_compute_timeout(ctx), !=, 0);
+    /* Dequeued without running: not progress. */
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 0);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 0);
+
+    /* Schedule after cancel, while still queued, runs it once. */
+    qemu_bh_schedule(c.bh);
+    qemu_bh_cancel(c.bh);
+    qemu_bh_schedule(c.bh);
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 1);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 1);
+
+    /* Cancel through aio_bh_poll(): returns 0. */
+    qemu_bh_schedule(c.bh);
+    qemu_bh_cancel(c.bh);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 0);
+    ASSERT_UINT(c.runs, ==, 1);
+
+    qemu_bh_delete(c.bh);
+    aio_poll(ctx, false);
+    aio_context_unref(ctx);
+}
+
+TEST(bh_delete_unscheduled)
+{
+    AioContext *ctx = test_aio_context_new();
+    Counter c = { 0 };
+
+    c.bh = aio_bh_new(ctx, count_cb, &c);
+    qemu_bh_delete(c.bh);
+    qemu_bh_delete(NULL);
+    /* Not progress, and the BH is freed here (LeakSanitizer checks it). */
+    aio_poll(ctx, false);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 0);
+
+    /* Delete without any aio_poll afterwards: unref frees it, no abort. */
+    c.bh = aio_bh_new(ctx, count_cb, &c);
+    qemu_bh_delete(c.bh);
+    aio_context_unref(ctx);
+    aio_context_unref(NULL);
+}
+
+TEST(bh_delete_scheduled_never_runs)
+{
+    AioContext *ctx = test_aio_context_new();
+    Counter c = { 0 };
+
+    c.bh = aio_bh_new(ctx, count_cb, &c);
+    test_aio_drain(ctx);
+    qemu_bh_schedule(c.bh);
+    qemu_bh_delete(c.bh);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 0);
+
+    /* Same through aio_bh_poll(). */
+    c.bh = aio_bh_new(ctx, count_cb, &c);
+    qemu_bh_schedule(c.bh);
+    qemu_bh_delete(c.bh);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 0);
+    ASSERT_UINT(c.runs, ==, 0);
+
+    aio_context_unref(ctx);
+}
+
+typedef struct SelfDelete {
+    QEMUBH *bh;
+    unsigned runs;
+    bool reschedule_first;
+} SelfDelete;
+
+static void self_delete_cb(void *opaque)
+{
+    SelfDelete *s = opaque;
+
+    s->runs++;
+    if (s->reschedule_first) {
+        /* Scheduled again, then deleted: the delete wins. */
+        qemu_bh_schedule(s->bh);
+    }
+    qemu_bh_delete(s->bh);
+    s->bh = NULL;
+}
+
+TEST(bh_delete_from_own_callback)
+{
+    AioContext *ctx = test_aio_context_new();
+    SelfDelete s = { 0 };
+
+    test_aio_drain(ctx);
+    s.bh = aio_bh_new(ctx, self_delete_cb, &s);
+    qemu_bh_schedule(s.bh);
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(s.runs, ==, 1);
+    ASSERT_NULL(s.bh);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(s.runs, ==, 1);
+
+    s.reschedule_first = true;
+    s.bh = aio_bh_new(ctx, self_delete_cb, &s);
+    qemu_bh_schedule(s.bh);
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(s.runs, ==, 2);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(s.runs, ==, 2);
+
+    /* Deleted from its callback and never polled again: unref frees it. */
+    s.reschedule_first = false;
+    s.bh = aio_bh_new(ctx, self_delete_cb, &s);
+    qemu_bh_schedule(s.bh);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 1);
+    ASSERT_UINT(s.runs, ==, 3);
+    aio_context_unref(ctx);
+}
+
+/* Two BHs in one batch; whichever runs first deletes the other. */
+typedef struct DeletePair {
+    QEMUBH *bh[2];
+    unsigned runs[2];
+    bool deleted[2];
+} DeletePair;
+
+static void pair_cb(DeletePair *p, int me)
+{
+    int other = !me;
+
+    p->runs[me]++;
+    if (!p->deleted[other]) {
+        qemu_bh_delete(p->bh[other]);
+        p->deleted[other] = true;
+    }
+}
+
+static void pair_cb0(void *opaque)
+{
+    pair_cb(opaque, 0);
+}
+
+static void pair_cb1(void *opaque)
+{
+    pair_cb(opaque, 1);
+}
+
+TEST(bh_delete_sibling_in_same_batch)
+{
+    AioContext *ctx = test_aio_context_new();
+    DeletePair p = { 0 };
+
+    p.bh[0] = aio_bh_new(ctx, pair_cb0, &p);
+    p.bh[1] = aio_bh_new(ctx, pair_cb1, &p);
+    qemu_bh_schedule(p.bh[0]);
+    qemu_bh_schedule(p.bh[1]);
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(p.runs[0] + p.runs[1], ==, 1);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(p.runs[0] + p.runs[1], ==, 1);
+
+    /* The survivor is still usable; delete it too. */
+    int alive = p.deleted[0] ? 1 : 0;
+    ASSERT_FALSE(p.deleted[alive]);
+    qemu_bh_delete(p.bh[alive]);
+    aio_poll(ctx, false);
+    aio_context_unref(ctx);
+}
+
+static void *delete_thread(void *opaque)
+{
+    qemu_bh_delete(opaque);
+    return NULL;
+}
+
+TEST(bh_delete_from_other_thread)
+{
+    AioContext *ctx = test_aio_context_new();
+    Counter c = { 0 };
+    pthread_t t;
+
+    test_aio_drain(ctx);
+    c.bh = aio_bh_new(ctx, count_cb, &c);
+    qemu_bh_schedule(c.bh);
+    t = test_thread_start(delete_thread, c.bh);
+    test_thread_join(t);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 0);
+
+    /* Unscheduled BH deleted from another thread, freed by unref. */
+    c.bh = aio_bh_new(ctx, count_cb, &c);
+    t = test_thread_start(delete_thread, c.bh);
+    test_thread_join(t);
+    aio_context_unref(ctx);
+}
+
+static void oneshot_cb(void *opaque)
+{
+    unsigned *runs = opaque;
+
+    (*runs)++;
+}
+
+TEST(bh_oneshot_runs_once_and_frees_itself)
+{
+    AioContext *ctx = test_aio_context_new();
+    unsigned runs[3] = { 0 };
+
+    test_aio_drain(ctx);
+    for (int i = 0; i < 3; i++) {
+        aio_bh_schedule_oneshot(ctx, oneshot_cb, &runs[i]);
+    }
+    ASSERT_TRUE(aio_poll(ctx, false));
+    for (int i = 0; i < 3; i++) {
+        ASSERT_UINT(runs[i], ==, 1);
+    }
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_FALSE(aio_poll(ctx, false));
+    for (int i = 0; i < 3; i++) {
+        ASSERT_UINT(runs[i], ==, 1);
+    }
+
+    /* The _full variant. */
+    aio_bh_schedule_oneshot_full(ctx, oneshot_cb, &runs[0], "named-oneshot");
+    ASSERT_INT(aio_bh_poll(ctx), ==, 1);
+    ASSERT_UINT(runs[0], ==, 2);
+    aio_context_unref(ctx);
+}
+
+static void unref_with_pending_oneshot(void *opaque)
+{
+    AioContext *ctx = test_aio_context_new();
+
+    aio_bh_schedule_oneshot(ctx, oneshot_cb, opaque);
+    aio_context_unref(ctx);
+}
+
+/*
+ * aio.h: "The BH frees itself after running (or when @ctx is freed)" and
+ * aio_context_unref(): "one-shot BHs that never ran are freed".  Run in a
+ * child so that an abort does not take the other cases down.
+ */
+TEST(bh_oneshot_pending_at_unref_is_freed)
+{
+    unsigned runs = 0;
+
+    test_expect_clean_exit(unref_with_pending_oneshot, &runs);
+}
+
+TEST(bh_idle)
+{
+    AioContext *ctx = test_aio_context_new();
+    Counter normal = { 0 }, idle = { 0 };
+    int64_t t;
+
+    normal.bh = aio_bh_new(ctx, count_cb, &normal);
+    idle.bh = aio_bh_new(ctx, count_cb, &idle);
+    test_aio_drain(ctx);
+
+    /* No BH, no timer: infinite. */
+    ASSERT_INT(aio_compute_timeout(ctx), ==, -1);
+
+    qemu_bh_schedule(normal.bh);
+    ASSERT_INT(aio_compute_timeout(ctx), ==, 0);
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(normal.runs, ==, 1);
+    ASSERT_INT(aio_compute_timeout(ctx), ==, -1);
+
+    qemu_bh_schedule_idle(idle.bh);
+    t = aio_compute_timeout(ctx);
+    ASSERT_INT(t, >, 0);
+    ASSERT_INT(t, <=, IDLE_BH_MAX_NS);
+
+    /* A normal BH next to the idle one makes the timeout 0 again. */
+    qemu_bh_schedule(normal.bh);
+    ASSERT_INT(aio_compute_timeout(ctx), ==, 0);
+    /* Both run; the normal one is progress. */
+    ASSERT_TRUE(aio_poll(ctx, true));
+    ASSERT_UINT(normal.runs, ==, 2);
+    ASSERT_UINT(idle.runs, ==, 1);
+
+    /* Only the idle BH: it runs but is not progress. */
+    test_aio_drain(ctx);
+    qemu_bh_schedule_idle(idle.bh);
+    ASSERT_FALSE(aio_poll(ctx, true));
+    ASSERT_UINT(idle.runs, ==, 2);
+    ASSERT_INT(aio_compute_timeout(ctx), ==, -1);
+
+    /*
+     * A blocking poll with only an idle BH (and "notified" already
+     * consumed, so it really blocks) is bounded: it runs the BH and returns
+     * false instead of sleeping forever.
+     */
+    test_watchdog("blocking aio_poll with only an idle BH never returned", 60);
+    qemu_bh_schedule_idle(idle.bh);
+    aio_notify_accept(ctx);
+    ASSERT_FALSE(aio_poll(ctx, true));
+    ASSERT_UINT(idle.runs, ==, 3);
+    test_watchdog_cancel();
+
+    /* aio_bh_poll() returns 0 for an idle BH, 1 for a normal one. */
+    qemu_bh_schedule_idle(idle.bh);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 0);
+    ASSERT_UINT(idle.runs, ==, 4);
+    qemu_bh_schedule(normal.bh);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 1);
+    ASSERT_UINT(normal.runs, ==, 3);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 0);
+
+    qemu_bh_delete(normal.bh);
+    qemu_bh_delete(idle.bh);
+    aio_poll(ctx, false);
+    aio_context_unref(ctx);
+}
+
+TEST(bh_poll_return_value)
+{
+    AioContext *ctx = test_aio_context_new();
+    Counter c = { 0 };
+
+    c.bh = aio_bh_new(ctx, count_cb, &c);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 0);
+    qemu_bh_schedule(c.bh);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 1);
+    ASSERT_UINT(c.runs, ==, 1);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 0);
+
+    aio_bh_schedule_oneshot(ctx, count_cb, &c);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 1);
+    ASSERT_UINT(c.runs, ==, 2);
+
+    /* A deleted BH being freed is not progress either. */
+    qemu_bh_delete(c.bh);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 0);
+    aio_context_unref(ctx);
+}
+
+/*
+ * Nested aio_poll() inside a BH finishes the parent's slice.  Three BHs are
+ * scheduled; the first one to run (whichever: the order is not specified)
+ * calls aio_poll(ctx, false).  The other two must run inside that nested
+ * call, and none of them again afterwards.
+ */
+typedef struct Nest {
+    AioContext *ctx;
+    QEMUBH *bh[3];
+    int depth;
+    int order[8];
+    int depth_at_run[8];
+    int n;
+    int nested_ret;     /* -1: no nested call made */
+} Nest;
+
+static void nest_cb(Nest *s, int id)
+{
+    if (s->n < 8) {
+        s->order[s->n] = id;
+        s->depth_at_run[s->n] = s->depth;
+    }
+    s->n++;
+    if (s->depth == 0 && s->nested_ret == -1) {
+        s->depth++;
+        s->nested_ret = aio_poll(s->ctx, false);
+        s->depth--;
+    }
+}
+
+static void nest_cb0(void *opaque)
+{
+    nest_cb(opaque, 0);
+}
+
+static void nest_cb1(void *opaque)
+{
+    nest_cb(opaque, 1);
+}
+
+static void nest_cb2(void *opaque)
+{
+    nest_cb(opaque, 2);
+}
+
+TEST(bh_nested_aio_poll_finishes_parent_slice)
+{
+    AioContext *ctx = test_aio_context_new();
+    Nest s = { .ctx = ctx, .nested_ret = -1 };
+    QEMUBHFunc *cbs[3] = { nest_cb0, nest_cb1, nest_cb2 };
+
+    for (int i = 0; i < 3; i++) {
+        s.bh[i] = aio_bh_new_full(ctx, cbs[i], &s, "nest", NULL);
+    }
+    test_aio_drain(ctx);
+    for (int i = 0; i < 3; i++) {
+        qemu_bh_schedule(s.bh[i]);
+    }
+    ASSERT_TRUE(aio_poll(ctx, false));
+    printf("# run order: %d (depth %d), %d (depth %d), %d (depth %d)\n",
+           s.order[0], s.depth_at_run[0], s.order[1], s.depth_at_run[1],
+           s.order[2], s.depth_at_run[2]);
+    ASSERT_INT(s.n, ==, 3);
+    ASSERT_INT(s.depth_at_run[0], ==, 0);
+    /* The two others ran inside the nested aio_poll(), which made progress. */
+    ASSERT_INT(s.depth_at_run[1], ==, 1);
+    ASSERT_INT(s.depth_at_run[2], ==, 1);
+    ASSERT_INT(s.nested_ret, ==, 1);
+    /* Each exactly once. */
+    ASSERT_INT(s.order[0] + s.order[1] + s.order[2], ==, 0 + 1 + 2);
+    ASSERT_NE(s.order[0], s.order[1]);
+    ASSERT_NE(s.order[1], s.order[2]);
+    ASSERT_NE(s.order[0], s.order[2]);
+
+    /* Not again afterwards. */
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_INT(s.n, ==, 3);
+
+    for (int i = 0; i < 3; i++) {
+        qemu_bh_delete(s.bh[i]);
+    }
+    aio_poll(ctx, false);
+    aio_context_unref(ctx);
+}
+
+/* A BH scheduled by another BH during aio_bh_poll() waits for the next one. */
+typedef struct Chain {
+    QEMUBH *first, *second;
+    unsigned first_runs, second_runs;
+} Chain;
+
+static void chain_first_cb(void *opaque)
+{
+    Chain *c = opaque;
+
+    c->first_runs++;
+    qemu_bh_schedule(c->second);
+}
+
+static void chain_second_cb(void *opaque)
+{
+    Chain *c = opaque;
+
+    c->second_runs++;
+}
+
+TEST(bh_scheduled_inside_bh_waits_for_next_poll)
+{
+    AioContext *ctx = test_aio_context_new();
+    Chain c = { 0 };
+
+    c.first = aio_bh_new(ctx, chain_first_cb, &c);
+    c.second = aio_bh_new(ctx, chain_second_cb, &c);
+    qemu_bh_schedule(c.first);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 1);
+    ASSERT_UINT(c.first_runs, ==, 1);
+    ASSERT_UINT(c.second_runs, ==, 0);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 1);
+    ASSERT_UINT(c.second_runs, ==, 1);
+    ASSERT_INT(aio_bh_poll(ctx), ==, 0);
+    ASSERT_UINT(c.first_runs, ==, 1);
+    ASSERT_UINT(c.second_runs, ==, 1);
+
+    /* Same through aio_poll(). */
+    test_aio_drain(ctx);
+    qemu_bh_schedule(c.first);
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(c.first_runs, ==, 2);
+    ASSERT_UINT(c.second_runs, ==, 1);
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(c.second_runs, ==, 2);
+    ASSERT_FALSE(aio_poll(ctx, false));
+
+    qemu_bh_delete(c.first);
+    qemu_bh_delete(c.second);
+    aio_poll(ctx, false);
+    aio_context_unref(ctx);
+}
+
+/* Reentrancy guard: engaged during the callback, restored afterwards. */
+typedef struct Guarded {
+    QEMUBH *bh;
+    MemReentrancyGuard *guard;
+    unsigned runs;
+    bool seen_engaged;
+    bool delete_self;
+} Guarded;
+
+static void guarded_cb(void *opaque)
+{
+    Guarded *g = opaque;
+
+    g->runs++;
+    g->seen_engaged = g->guard->engaged_in_io;
+    if (g->delete_self) {
+        qemu_bh_delete(g->bh);
+        g->bh = NULL;
+    }
+}
+
+static void check_guarded(AioContext *ctx, bool before, bool delete_self)
+{
+    MemReentrancyGuard guard = { .engaged_in_io = before };
+    Guarded g = { .guard = &guard, .delete_self = delete_self };
+
+    g.bh = aio_bh_new_guarded(ctx, guarded_cb, &g, &guard);
+    qemu_bh_schedule(g.bh);
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(g.runs, ==, 1);
+    ASSERT_TRUE(g.seen_engaged);
+    ASSERT_INT(guard.engaged_in_io, ==, before);
+
+    if (!delete_self) {
+        /* And through aio_bh_call() directly. */
+        g.seen_engaged = false;
+        aio_bh_call(g.bh);
+        ASSERT_UINT(g.runs, ==, 2);
+        ASSERT_TRUE(g.seen_engaged);
+        ASSERT_INT(guard.engaged_in_io, ==, before);
+        qemu_bh_delete(g.bh);
+    }
+    aio_poll(ctx, false);
+}
+
+TEST(bh_guarded)
+{
+    AioContext *ctx = test_aio_context_new();
+
+    check_guarded(ctx, false, false);
+    check_guarded(ctx, true, false);
+    check_guarded(ctx, false, true);
+    check_guarded(ctx, true, true);
+    aio_context_unref(ctx);
+}
+
+/* ---- misuse aborts (in a forked child) --------------------------------- */
+
+static void leaky_bh_cb(void *opaque)
+{
+    (void)opaque;
+}
+
+static void leak_bh_then_unref(void *opaque)
+{
+    AioContext *ctx = test_aio_context_new();
+
+    (void)opaque;
+    aio_bh_new(ctx, leaky_bh_cb, NULL);
+    aio_context_unref(ctx);
+}
+
+static void leak_scheduled_bh_then_unref(void *opaque)
+{
+    AioContext *ctx = test_aio_context_new();
+    QEMUBH *bh;
+
+    (void)opaque;
+    bh = aio_bh_new_full(ctx, leaky_bh_cb, NULL, "my-leaky-bh", NULL);
+    qemu_bh_schedule(bh);
+    aio_poll(ctx, false);
+    qemu_bh_schedule(bh);
+    aio_context_unref(ctx);
+}
+
+TEST(bh_leaked_at_unref_aborts)
+{
+    test_expect_abort(leak_bh_then_unref, NULL, "BH 'leaky_bh_cb' leaked");
+    test_expect_abort(leak_scheduled_bh_then_unref, NULL,
+                      "BH 'my-leaky-bh' leaked");
+}
+
+static void delete_twice(void *opaque)
+{
+    AioContext *ctx = test_aio_context_new();
+    QEMUBH *bh;
+
+    (void)opaque;
+    bh = aio_bh_new(ctx, leaky_bh_cb, NULL);
+    qemu_bh_delete(bh);
+    qemu_bh_delete(bh);
+}
+
+TEST(bh_delete_twice_aborts)
+{
+    test_expect_abort(delete_twice, NULL, "twice");
+}
+
+RUN_TESTS(T(bh_runs_once_however_often_scheduled),
+          T(bh_rescheduled_from_own_callback_runs_next_poll),
+          T(bh_cancel),
+          T(bh_delete_unscheduled),
+          T(bh_delete_scheduled_never_runs),
+          T(bh_delete_from_own_callback),
+          T(bh_delete_sibling_in_same_batch),
+          T(bh_delete_from_other_thread),
+          T(bh_oneshot_runs_once_and_frees_itself),
+          T(bh_oneshot_pending_at_unref_is_freed),
+          T(bh_idle),
+          T(bh_poll_return_value),
+          T(bh_nested_aio_poll_finishes_parent_slice),
+          T(bh_scheduled_inside_bh_waits_for_next_poll),
+          T(bh_guarded),
+          T(bh_leaked_at_unref_aborts),
+          T(bh_delete_twice_aborts))
