@@ -163,7 +163,7 @@ void pp_init(PingPong *pp, int cpu_a, int cpu_b, long n)
     pp->n = n;
     pp->warm = n / 20 < 1000 ? (n < 1000 ? n / 10 + 1 : 1000) : n / 20;
     /* Keeps a pathological peer (or a regression) from eating the budget. */
-    pp->cap_ns = bench_quick() ? 500000000ull : 3000000000ull;
+    pp->cap_ns = bench_quick() ? 300000000ull : 1500000000ull;
 }
 
 void pp_ready(PingPong *pp)

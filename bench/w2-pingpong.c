@@ -105,8 +105,31 @@ static AioContext *new_ctx(int64_t poll_max_ns)
     return ctx;
 }
 
-/* ns per round trip; fresh contexts every time (home threads are fixed). */
-static double aio_w2(int cpu_a, int cpu_b, long n, int64_t poll_max_ns)
+/* Counters of both contexts summed over the runs of one configuration. */
+typedef struct AioAcc {
+    AioloopContextStats st;
+    long round_trips; /* warm-up included, like the counters */
+} AioAcc;
+
+static void acc_add(AioAcc *acc, AioContext *ctx)
+{
+    AioloopContextStats st;
+
+    aioloop_context_get_stats(ctx, &st);
+    acc->st.iterations += st.iterations;
+    acc->st.bh_runs += st.bh_runs;
+    acc->st.poll_hits += st.poll_hits;
+    acc->st.poll_misses += st.poll_misses;
+    acc->st.blocked_ns += st.blocked_ns;
+    acc->st.wakeups += st.wakeups;
+}
+
+/*
+ * ns per round trip; fresh contexts every time (home threads are fixed).
+ * @acc (may be NULL) accumulates the contexts' counters.
+ */
+static double aio_w2_acc(int cpu_a, int cpu_b, long n, int64_t poll_max_ns,
+                         AioAcc *acc)
 {
     PingPong pp;
     AioPP s = { 0 };
@@ -120,9 +143,19 @@ static double aio_w2(int cpu_a, int cpu_b, long n, int64_t poll_max_ns)
     pp.fn_a = aio_thread_a;
     pp.fn_b = aio_thread_b;
     r = pp_run(&pp);
+    if (acc) {
+        acc_add(acc, s.ca);
+        acc_add(acc, s.cb);
+        acc->round_trips += pp.count;
+    }
     aio_context_unref(s.ca);
     aio_context_unref(s.cb);
     return r;
+}
+
+static double aio_w2(int cpu_a, int cpu_b, long n, int64_t poll_max_ns)
+{
+    return aio_w2_acc(cpu_a, cpu_b, n, poll_max_ns, NULL);
 }
 
 /* ---- raw eventfd floor ----------------------------------------------------- */
@@ -224,15 +257,15 @@ static double peer_w2(int i, int cpu_a, int cpu_b, long n)
     return bench_peers[i]->w2_pingpong(&pp);
 }
 
-static double run_cfg(int cfg, int cpu_a, int cpu_b, long n)
+static double run_cfg(int cfg, int cpu_a, int cpu_b, long n, AioAcc acc[2])
 {
     switch (cfg) {
     case CFG_EVENTFD:
         return efd_w2(cpu_a, cpu_b, n);
     case CFG_AIO_OFF:
-        return aio_w2(cpu_a, cpu_b, n, 0);
+        return aio_w2_acc(cpu_a, cpu_b, n, 0, &acc[0]);
     case CFG_AIO_ON:
-        return aio_w2(cpu_a, cpu_b, n, 32768);
+        return aio_w2_acc(cpu_a, cpu_b, n, 32768, &acc[1]);
     default:
         return bench_peers[cfg - CFG_PEER0]
             ? peer_w2(cfg - CFG_PEER0, cpu_a, cpu_b, n) : -1;
@@ -261,10 +294,11 @@ static void placement(const char *where, int cpu_a, int cpu_b, long n)
     char label[64], tail[256], g[96], a[32], b[32], c[32];
     bool split = cpu_a != cpu_b;
     int capped0 = bench_pp_capped;
+    AioAcc acc[2] = { 0 };
 
     for (int r = 0; r < ROUNDS; r++) {
         for (int cfg = 0; cfg < NCFG; cfg++) {
-            runs[cfg][r] = US(run_cfg(cfg, cpu_a, cpu_b, n / ROUNDS));
+            runs[cfg][r] = US(run_cfg(cfg, cpu_a, cpu_b, n / ROUNDS, acc));
         }
     }
     for (int cfg = 0; cfg < NCFG; cfg++) {
@@ -273,7 +307,7 @@ static void placement(const char *where, int cpu_a, int cpu_b, long n)
     if (bench_pp_capped > capped0) {
         printf("# note: %d of %d %s runs hit the %.1f s cap and report fewer "
                "round trips\n", bench_pp_capped - capped0, ROUNDS * NCFG, where,
-               (bench_quick() ? 0.5 : 3.0));
+               (bench_quick() ? 0.3 : 1.5));
     }
     for (int i = 0; i < NPEERS; i++) {
         peers[i] = med[CFG_PEER0 + i];
@@ -322,6 +356,19 @@ static void placement(const char *where, int cpu_a, int cpu_b, long n)
                bench_fmt(c, sizeof(c), v[ROUNDS - 1]), ROUNDS, n / ROUNDS, r,
                bench_goal(g, sizeof(g), r, 1.5, "stable: max/min"));
     }
+
+    /* Why a configuration costs what it costs: the loop's own counters. */
+    for (int i = 0; i < 2; i++) {
+        double rt = acc[i].round_trips > 0 ? (double)acc[i].round_trips : 1;
+        const AioloopContextStats *st = &acc[i].st;
+
+        printf("# aioloop %s %s, per round trip (both threads): %.2f "
+               "iterations, poll hits %.2f, poll misses %.2f, eventfd "
+               "wake-ups %.2f, blocked %.2f us\n", where,
+               i ? "poll-on" : "poll-off", st->iterations / rt,
+               st->poll_hits / rt, st->poll_misses / rt, st->wakeups / rt,
+               st->blocked_ns / rt / 1000.0);
+    }
 }
 
 static void sweep(int cpus[2], int ncpus, long n)
@@ -367,7 +414,7 @@ static void sweep(int cpus[2], int ncpus, long n)
 int main(void)
 {
     long n = bench_n(100000);
-    long n_sweep = bench_n(15000);
+    long n_sweep = bench_n(9000);
     int cpus[2], ncpus;
 
     setvbuf(stdout, NULL, _IOLBF, 0);

@@ -12,6 +12,7 @@ set title "aioloop cross-thread ping-pong vs poll\\_max\\_ns (median of 3 runs)"
 set xlabel "poll\\_max\\_ns"
 set ylabel "round trip (us, log scale)"
 set logscale y
+set yrange [0.1:*]
 set grid ytics mytics xtics
 set key top right
 set datafile missing "NaN"

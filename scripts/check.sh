@@ -142,7 +142,17 @@ add_summary() {
     failed=$((failed + fail + upass + timeout))
     skipped=$((skipped + skip))
     if [ $((fail + upass + timeout)) -gt 0 ]; then
-        failures+=("$name: $((fail + upass + timeout)) test(s) failed")
+        local line listed=0
+        # The test lines of meson's "Summary of Failures" section.
+        while IFS= read -r line; do
+            failures+=("$name: $line")
+            listed=$((listed + 1))
+        done < <(awk '/^Summary of Failures:/ { on = 1; next }
+                      /^Ok:/ { on = 0 }
+                      on && NF { sub(/^ *[0-9]+\/[0-9]+ +/, ""); print }' "$log")
+        if [ "$listed" -eq 0 ]; then
+            failures+=("$name: $((fail + upass + timeout)) test(s) failed")
+        fi
     fi
     echo "check: $name: $((ok + xfail)) passed, $((fail + upass + timeout))" \
          "failed, $skip skipped"

@@ -68,9 +68,14 @@ typedef struct AioloopContextStats {
  *
  * AioContext provide a mini event-loop that can be waited on synchronously.
  * They also provide bottom halves, a service to execute a piece of code
- * as soon as possible.  The fd monitor is chosen at run time: io_uring, then
- * epoll, then poll; the environment variable AIOLOOP_FDMON=poll|epoll|io_uring
- * forces one, and a forced backend that cannot be set up is an error.
+ * as soon as possible.  The fd monitor is chosen at run time: io_uring if the
+ * kernel allows it, else poll, which switches itself to epoll once 64 fds are
+ * watched (and back to poll if epoll refuses an fd, e.g. a regular file).
+ * The environment variable AIOLOOP_FDMON=poll|epoll|io_uring forces one; a
+ * forced backend that cannot be set up is an error, not a silent fallback
+ * (forced epoll still falls back to poll for an fd epoll refuses, so that
+ * the handler keeps working).  AIOLOOP_NO_IO_URING=1 skips io_uring in the
+ * automatic choice.
  *
  * May be called from any thread.  The caller owns one reference.
  *

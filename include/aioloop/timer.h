@@ -94,22 +94,22 @@ typedef struct QEMUTimer QEMUTimer;
 /*
  * The timer is defined here only so that users can embed it in their own
  * structures and set it up with timer_init*().  Every field is private to
- * the library: read and change a timer only through the functions below.
- * The layout may change between releases; the size stays at most 64 bytes.
+ * the library: read and change a timer only through the functions below
+ * (unlike QEMU's, this struct has no expire_time field).  The layout may
+ * change between releases; the size stays at most 64 bytes (40 today).
  */
 struct QEMUTimer {
-    /* ns on the timer's clock; -1 when not pending.  Written under the list
-     * lock with atomic stores, read lock-free by timer_pending(). */
-    int64_t expire_time;
+    /* Position in the list's heap, or a "not pending" marker.  Written under
+     * the list lock with atomic stores; read lock-free by timer_pending().
+     * (The expire time itself is kept in the heap, next to the pointer.) */
+    uint32_t heap_index;
+    int32_t scale;
     /* Arm sequence number << 8 | attributes; the sequence breaks ties between
      * equal expire times (first armed, first run).  List lock. */
     uint64_t order;
     QEMUTimerList *timer_list;
     QEMUTimerCB *cb;
     void *opaque;
-    /* Position in the list's heap, or a "not queued" marker.  List lock. */
-    uint32_t heap_index;
-    int32_t scale;
 };
 
 #ifdef __cplusplus
@@ -228,8 +228,10 @@ AIOLOOP_API void qemu_clock_notify(QEMUClockType type);
  * disabled).  Timers already armed keep their absolute expire times.
  *
  * @now_ns may be called from any thread that reads the clock, possibly more
- * than once per reading, and must be thread-safe.  It must stay callable
- * until another source is installed and no thread still reads the clock.
+ * than once per reading, and must be thread-safe.  It must not read aioloop
+ * clocks itself (it runs inside the clock's update section when VIRTUAL is
+ * paused or resumed).  It must stay callable until another source is
+ * installed and no thread still reads the clock.
  *
  * Thread: any.  Event loops are not notified: arm or run timers afterwards.
  */
@@ -654,7 +656,8 @@ AIOLOOP_API void timer_mod_anticipate(QEMUTimer *ts, int64_t expire_time);
  * timer_pending: is a timer armed?
  * @ts: the timer
  *
- * Lock-free.  A timer stops being pending just before its callback runs.
+ * Lock-free (one load).  A timer stops being pending just before its
+ * callback runs.
  * Thread: any (stale if other threads change the timer).
  *
  * Returns: true if @ts is armed and has not run or been deleted since.
@@ -667,7 +670,8 @@ AIOLOOP_API bool timer_pending(const QEMUTimer *ts);
  * @current_time: a time in units of the timer's scale
  *
  * As in QEMU, a timer that is not pending (never armed, deleted, or already
- * run) counts as expired.  Lock-free.  Thread: any.
+ * run) counts as expired.  Takes the list lock if the timer is pending.
+ * Thread: any.
  *
  * Returns: true if @timer_head is not pending or its expire time is at or
  * before @current_time.
@@ -679,9 +683,10 @@ AIOLOOP_API bool timer_expired(const QEMUTimer *timer_head,
  * timer_expire_time_ns: when a timer will expire
  * @ts: the timer
  *
- * Lock-free.  Thread: any.
+ * The expire time is kept in the list's heap, so this takes the list lock
+ * when the timer is pending (not when it is idle).  Thread: any.
  *
- * Returns: the expire time in ns, or -1 if @ts is not pending.
+ * Returns: the expire time in ns, or (uint64_t)-1 if @ts is not pending.
  */
 AIOLOOP_API uint64_t timer_expire_time_ns(const QEMUTimer *ts);
 

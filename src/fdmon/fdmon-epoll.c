@@ -217,7 +217,8 @@ static int epoll_setup_locked(AioContext *ctx)
     AioHandler *node;
     int epfd;
 
-    if (ctx->fdmon_ops == &fdmon_epoll_ops && qatomic_read(&ctx->epoll_enabled)) {
+    if (ctx->fdmon_ops == &fdmon_epoll_ops &&
+        qatomic_read(&ctx->epoll_enabled)) {
         return 0;
     }
     epfd = epoll_create1(EPOLL_CLOEXEC);

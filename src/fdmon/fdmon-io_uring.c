@@ -141,7 +141,8 @@ static void release_node(AioContext *ctx, AioHandler *node)
 
 static void arm(AioHandler *node, struct io_uring_sqe *sqe)
 {
-    io_uring_prep_poll_add(sqe, node->fd, (unsigned)(unsigned short)node->events);
+    io_uring_prep_poll_add(sqe, node->fd,
+                           (unsigned)(unsigned short)node->events);
     io_uring_sqe_set_data(sqe, node);
     qatomic_fetch_or(&node->fdmon_flags, FDMON_IO_URING_ARMED);
 }

@@ -584,7 +584,7 @@ TEST(epoll_handler_removed_after_its_fd_was_closed)
     aio_set_fd_handler(ctx, w.sv[0], NULL, NULL, NULL, NULL, NULL);
     w.removed = true;
 
-    write_byte(w.sv[1]);          /* the dup'ed file becomes readable */
+    write_byte(w.sv[1]); /* the dup'ed file becomes readable */
     write_byte(other.sv[1]);
     while (other.calls == 0) {
         aio_poll(ctx, true);
@@ -709,7 +709,6 @@ typedef struct Remote {
     pid_t home_tid;
     Watched *w;
     int done_fd;
-    bool removing; /* phase 2 */
 } Remote;
 
 static void *remote_thread(void *opaque)

@@ -284,6 +284,64 @@ TEST(equal_deadlines_fifo)
     fixture_fini(&f);
 }
 
+#define N_MASS 40000
+
+static QEMUTimer mass[N_MASS];
+static int64_t mass_last;
+static unsigned mass_runs;
+
+static void mass_cb(void *opaque)
+{
+    int64_t expire = (int64_t)(intptr_t)opaque;
+
+    ASSERT_INT(expire, >=, mass_last);
+    mass_last = expire;
+    mass_runs++;
+}
+
+/* Growth past malloc's mmap threshold, shrinking, and growth again. */
+TEST(mass_arm_delete_resizes)
+{
+    Fixture f;
+    QEMUTimerList *tl;
+    uint64_t seed = 5;
+
+    fixture_init(&f);
+    tl = f.tlg.tl[QEMU_CLOCK_HOST];
+    for (int round = 0; round < 3; round++) {
+        int keep = round == 2 ? N_MASS : 17;
+
+        for (int i = 0; i < N_MASS; i++) {
+            int64_t when = (int64_t)(rng_next(&seed) % 100000);
+
+            timer_init_full(&mass[i], &f.tlg, QEMU_CLOCK_HOST, SCALE_NS, 0,
+                            mass_cb, (void *)(intptr_t)when);
+            timer_mod_ns(&mass[i], when);
+            if (i % 4096 == 0) {
+                ASSERT_TRUE(timerlist_check_invariants(tl));
+            }
+        }
+        ASSERT_TRUE(timerlist_check_invariants(tl));
+        /* Delete in a scrambled order (7919 is coprime with N_MASS). */
+        for (int i = 0; i < N_MASS; i++) {
+            int k = (int)(((int64_t)i * 7919) % N_MASS);
+
+            if (k >= keep) {
+                timer_del(&mass[k]);
+            }
+        }
+        ASSERT_TRUE(timerlist_check_invariants(tl));
+        mass_last = 0;
+        mass_runs = 0;
+        fake_set(&fake_host, 100000);
+        ASSERT_TRUE(timerlistgroup_run_timers(&f.tlg));
+        ASSERT_EQ(mass_runs, keep);
+        ASSERT_FALSE(timerlist_has_timers(tl));
+        fake_set(&fake_host, 0);
+    }
+    fixture_fini(&f);
+}
+
 /*
  * Callbacks that change timers
  */
@@ -478,13 +536,87 @@ TEST(nested_run_sees_held_back_timers)
     a.hook = hook_rearm_once;
     b.hook = hook_nested_loop;
     b.hook_arg = &a;
-    rec_arm(&a, now);
+    /* a re-arms itself ahead of b, so the pass holds it back before b. */
+    rec_arm(&a, now - 5);
     rec_arm(&b, now);
     ASSERT_TRUE(timerlistgroup_run_timers(&f.tlg));
     ASSERT_EQ(a.runs, 2);
     ASSERT_EQ(b.runs, 1);
     ASSERT_FALSE(timerlistgroup_run_timers(&f.tlg));
     fixture_fini(&f);
+}
+
+/*
+ * Operations on a timer the running pass has held back: a re-armed itself
+ * for a due time ahead of b, so when b's callback runs, a sits in the
+ * pass's deferred set.
+ */
+static int held_back_case;
+
+static void hook_rearm_self_once_at(Rec *r)
+{
+    if (r->runs == 1) {
+        timer_mod_ns(&r->t, r->armed_at + 1);
+    }
+}
+
+static void hook_poke_held_back(Rec *r)
+{
+    Rec *a = r->hook_arg;
+    int64_t t0 = a->armed_at;
+
+    ASSERT_TRUE(timer_pending(&a->t));
+    ASSERT_EQ(timer_expire_time_ns(&a->t), t0 + 1);
+    ASSERT_FALSE(timer_expired(&a->t, t0));
+    ASSERT_TRUE(timer_expired(&a->t, t0 + 1));
+    timer_mod_anticipate_ns(&a->t, t0 + 5);          /* later: no change */
+    ASSERT_EQ(timer_expire_time_ns(&a->t), t0 + 1);
+    switch (held_back_case) {
+    case 0:
+        ASSERT_TRUE(timer_del_was_pending(&a->t));
+        ASSERT_FALSE(timer_pending(&a->t));
+        break;
+    case 1:
+        timer_mod_anticipate_ns(&a->t, t0);          /* earlier: moves */
+        ASSERT_EQ(timer_expire_time_ns(&a->t), t0);
+        break;
+    case 2:
+        ASSERT_EQ(timer_mod_ns_prev(&a->t, t0 + 1000000), t0 + 1);
+        break;
+    }
+    ASSERT_TRUE(timerlist_check_invariants(a->t.timer_list));
+}
+
+TEST(operations_on_held_back_timer)
+{
+    for (held_back_case = 0; held_back_case < 3; held_back_case++) {
+        Fixture f;
+        Rec a, b;
+        int64_t now;
+
+        fixture_init(&f);
+        now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+        rec_init(&a, &f, QEMU_CLOCK_REALTIME, 0);
+        rec_init(&b, &f, QEMU_CLOCK_REALTIME, 1);
+        a.hook = hook_rearm_self_once_at;
+        b.hook = hook_poke_held_back;
+        b.hook_arg = &a;
+        rec_arm(&a, now - 10);
+        rec_arm(&b, now);
+        ASSERT_TRUE(timerlistgroup_run_timers(&f.tlg));
+        ASSERT_EQ(a.runs, 1);
+        ASSERT_EQ(b.runs, 1);
+        /* Deleted: gone.  Moved earlier: still due, runs next pass.  Moved
+         * later: waits for its time. */
+        ASSERT_EQ(timer_pending(&a.t), held_back_case != 0);
+        ASSERT_EQ(timerlistgroup_run_timers(&f.tlg), held_back_case == 1);
+        ASSERT_EQ(a.runs, held_back_case == 1 ? 2 : 1);
+        if (held_back_case == 2) {
+            ASSERT_EQ(timerlistgroup_deadline_ns(&f.tlg), 1000000 - 10);
+            timer_del(&a.t);
+        }
+        fixture_fini(&f);
+    }
 }
 
 /*
@@ -811,8 +943,8 @@ TEST(notify_exactly_when_head_gets_earlier)
     /* From another thread: notified there, once, only for a new head. */
     arm_from_thread(&e.t, 5);
     ASSERT_EQ(notifies(&f, RT), 5);
-    ASSERT_FALSE(pthread_equal(__atomic_load_n(&f.last_notifier, __ATOMIC_RELAXED),
-                               pthread_self()));
+    ASSERT_FALSE(pthread_equal(
+        __atomic_load_n(&f.last_notifier, __ATOMIC_RELAXED), pthread_self()));
     arm_from_thread(&e.t, 1000);
     ASSERT_EQ(notifies(&f, RT), 5);
     arm_from_thread(&e.t, 1);
@@ -942,7 +1074,8 @@ TEST(default_sources_are_real_clocks)
     ASSERT_INT(a, >, 0);
     ASSERT_INT(b, >=, a);
     /* The wall clock is past 2020 in ns. */
-    ASSERT_INT(qemu_clock_get_ns(QEMU_CLOCK_HOST), >, 1577836800LL * 1000000000);
+    ASSERT_INT(qemu_clock_get_ns(QEMU_CLOCK_HOST), >,
+               1577836800LL * 1000000000);
     a = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
     b = qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL_RT);
     ASSERT_INT(b, >=, a);
@@ -1445,10 +1578,12 @@ TEST(stress_threads_exact_counts)
 
 RUN_TESTS(T(random_deadlines_fire_in_order),
           T(equal_deadlines_fifo),
+          T(mass_arm_delete_resizes),
           T(rearm_from_callback_runs_next_pass),
           T(callback_deletes_other_due_timer),
           T(callback_rearms_other_timer),
           T(nested_run_sees_held_back_timers),
+          T(operations_on_held_back_timer),
           T(anticipate_only_moves_earlier),
           T(del_pending_expired_expire_time),
           T(scale_units),
