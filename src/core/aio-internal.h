@@ -1,0 +1,264 @@
+/*
+ * AioContext internals shared by the core and the fd monitors.
+ *
+ * Nothing here is exported.  Locking and threading rules for each field are
+ * stated next to it; docs/design.md tells the whole story.
+ */
+#ifndef AIOLOOP_AIO_INTERNAL_H
+#define AIOLOOP_AIO_INTERNAL_H
+
+#include <aioloop/aio.h>
+
+#include <poll.h>
+#include <pthread.h>
+#include <inttypes.h>
+#include <stdint.h>
+
+#include "../util/atomic.h"
+#include "../util/lockcnt.h"
+#include "../util/queue.h"
+
+typedef QLIST_HEAD(AioHandlerList, AioHandler) AioHandlerList;
+typedef QSLIST_HEAD(AioHandlerSList, AioHandler) AioHandlerSList;
+
+/* Per-handler adaptive polling state (home thread only). */
+typedef struct AioPolledState {
+    int64_t ns;          /* current polling window, 0 = not polling */
+    unsigned misses;     /* consecutive windows spent without an event */
+    unsigned backoff;    /* dispatches left before polling may grow again */
+    unsigned backoff_shift;
+} AioPolledState;
+
+struct AioHandler {
+    int fd;
+    short events;        /* POLLIN|POLLHUP|POLLERR and/or POLLOUT|POLLERR */
+    short revents;       /* filled by fdmon->wait(), home thread only */
+    IOHandler *io_read;
+    IOHandler *io_write;
+    AioPollFn *io_poll;
+    IOHandler *io_poll_ready;
+    IOHandler *io_poll_begin;
+    IOHandler *io_poll_end;
+    void *opaque;
+    bool poll_ready;     /* io_poll() succeeded in this iteration */
+    /*
+     * Set under list_lock when the handler is removed or replaced; read
+     * (atomically) by the home thread before every callback so a removed
+     * handler is never called again, not even later in the same iteration.
+     */
+    bool deleted;
+    /*
+     * Set by fdmon->update() when the monitor itself will hand the node back
+     * with aio_handler_release() once the kernel no longer references it
+     * (io_uring: after its POLL_ADD request completed).
+     */
+    bool fdmon_owned;
+    AioPolledState poll;
+    int64_t poll_idle_deadline;
+
+    QLIST_ENTRY(AioHandler) node;         /* ctx->aio_handlers (list_lock) */
+    QLIST_ENTRY(AioHandler) node_ready;   /* a ready list, home thread */
+    QLIST_ENTRY(AioHandler) node_deleted; /* ctx->deleted_aio_handlers */
+    QLIST_ENTRY(AioHandler) node_poll;    /* ctx->poll_aio_handlers */
+
+    /* fd monitor private state. */
+    QSLIST_ENTRY(AioHandler) node_submitted; /* io_uring submit list */
+    unsigned fdmon_flags;                    /* atomic, io_uring */
+    int pfd_index;                           /* poll: index in pollfd array */
+    /*
+     * io_uring: links a removed node whose POLL_ADD is still in flight on
+     * the backend's list of such nodes (home thread; see fdmon-io_uring.c).
+     */
+    QLIST_ENTRY(AioHandler) node_fdmon;
+};
+
+/*
+ * File descriptor monitor operations (one table per backend).
+ *
+ * The contract, member by member:
+ */
+typedef struct FDMonOps {
+    const char *name;
+    /*
+     * update: @old_node is the handler being replaced or removed (NULL when
+     * @new_node->fd is new), @new_node the replacement (NULL on removal).
+     * Called with ctx->list_lock's mutex held, from any thread.  A backend
+     * whose kernel object still references @old_node after this call sets
+     * old_node->fdmon_owned and later passes it to aio_handler_release().
+     */
+    void (*update)(AioContext *ctx, AioHandler *old_node, AioHandler *new_node);
+    /*
+     * wait: wait up to @timeout ns (-1 = forever, 0 = don't block) and add
+     * ready handlers with aio_add_ready_handler().  Home thread only, called
+     * with list_lock's count incremented.  Returns the number of ready
+     * handlers or -errno.
+     */
+    int (*wait)(AioContext *ctx, AioHandlerList *ready_list, int64_t timeout);
+    /*
+     * need_wait: true when ->wait() should be called even though userspace
+     * polling could go on (events already known to be ready, or handlers
+     * that cannot be polled from userspace).
+     */
+    bool (*need_wait)(AioContext *ctx);
+    /*
+     * dispatch (optional): run backend-level completions (io_uring CQE
+     * handlers).  Returns true on progress.  Home thread.
+     */
+    bool (*dispatch)(AioContext *ctx);
+    /*
+     * destroy (optional): release the backend's kernel objects and hand
+     * back every node it still owns with aio_handler_release().  Handlers
+     * stay registered in ctx->aio_handlers.  Called WITHOUT list_lock's
+     * mutex, with no aio_poll() running on ctx (count zero), from the thread
+     * tearing the backend down; the caller then sets ctx->fdmon_ops to
+     * &fdmon_poll_ops.
+     */
+    void (*destroy)(AioContext *ctx);
+} FDMonOps;
+
+/* Bits of the io_uring backend's per-handler fdmon_flags. */
+enum {
+    FDMON_IO_URING_PENDING = 1u << 0,
+    FDMON_IO_URING_ADD = 1u << 1,
+    FDMON_IO_URING_REMOVE = 1u << 2,
+};
+
+typedef struct BHListSlice BHListSlice;
+typedef QSLIST_HEAD(BHList, QEMUBH) BHList;
+struct BHListSlice {
+    BHList bh_list;
+    QSIMPLEQ_ENTRY(BHListSlice) next;
+};
+
+typedef struct AioFdTable {
+    AioHandler **nodes; /* indexed by fd: the live handler, or NULL */
+    int size;
+} AioFdTable;
+
+struct AioContext {
+    unsigned refcnt; /* atomic */
+
+    /* Legacy aio_context_acquire/release lock (recursive). */
+    pthread_mutex_t lock;
+
+    /*
+     * Kernel thread id of the thread that runs aio_poll(), 0 while unbound.
+     * Bound by the first aio_poll() or by qemu_set_current_aio_context();
+     * atomic because other threads read it.
+     */
+    int home_tid;
+
+    /* Handlers, and the fd -> live handler table; both under list_lock. */
+    AioHandlerList aio_handlers;
+    AioHandlerList deleted_aio_handlers;
+    AioFdTable fd_table;
+    int n_handlers;        /* live handlers (list_lock) */
+
+    /*
+     * notify_me: bits 1-31 count aio_poll() calls that may block (+2 each),
+     * bit 0 is reserved for the GSource.  Written by the home thread, read
+     * by any thread in aio_notify().  See docs/design.md, "notify protocol",
+     * and tests/model/aio-notify.pml.
+     */
+    unsigned notify_me;
+    bool notified;         /* atomic */
+    EventNotifier notifier;
+    /* CLOCK_MONOTONIC ns of the last aio_notify() that wrote the eventfd. */
+    int64_t notify_ts;
+
+    QemuLockCnt list_lock;
+
+    BHList bh_list;                               /* atomic push/move */
+    QSIMPLEQ_HEAD(, BHListSlice) bh_slice_list;   /* home thread */
+    /* Every BH that is not one-shot, to report leaks at finalize. */
+    pthread_mutex_t bh_all_lock;
+    QLIST_HEAD(, QEMUBH) bh_all;
+
+    int64_t thread_pool_min;
+    int64_t thread_pool_max;
+
+    QEMUTimerListGroup tlg;
+
+    /* Number of live handlers without io_poll (list_lock). */
+    int poll_disable_cnt;
+
+    /*
+     * Polling parameters: written by any thread, a stale read is harmless.
+     * poll_params_gen changes on every aio_context_set_poll_params(); the
+     * home thread then resets the per-handler windows it alone writes.
+     */
+    unsigned poll_params_gen;
+    unsigned poll_params_seen; /* home thread */
+    int64_t poll_start_ns;     /* start of the current aio_poll(), home thread */
+    int64_t poll_max_ns;
+    int64_t poll_grow;
+    int64_t poll_shrink;
+    int64_t aio_max_batch;
+
+    AioHandlerList poll_aio_handlers; /* home thread (see design.md) */
+    bool poll_started;                /* home thread */
+
+    const FDMonOps *fdmon_ops;
+    /* True when AIOLOOP_FDMON named the backend: no silent fallback. */
+    bool fdmon_forced;
+
+    /* poll backend: pollfd array rebuilt per wait (home thread). */
+    struct pollfd *pollfds;
+    AioHandler **pollfd_nodes;
+    int pollfds_alloc;
+
+    /* epoll backend. */
+    int epollfd;
+    bool epoll_enabled;
+    /*
+     * epoll refused an fd (EPERM for a regular file, ENOSPC, ...): stay on
+     * poll, no automatic upgrade.  Atomic; written under list_lock.
+     */
+    bool epoll_failed;
+
+    /* io_uring backend: opaque state owned by fdmon-io_uring.c. */
+    void *fdmon_io_uring;
+    AioHandlerSList submit_list; /* atomic push, home thread pops */
+
+    AioloopContextStats stats; /* home thread writes, relaxed */
+};
+
+/* async.c */
+/* Bind @ctx to the calling thread, or abort if another thread owns it. */
+void aio_context_bind_home(AioContext *ctx, const char *caller);
+/* The context dispatching callbacks in this thread (see aio_bh_enqueue). */
+extern __thread AioContext *aio_tls_dispatch_ctx;
+
+/* aio-posix.c */
+void aio_add_ready_handler(AioHandlerList *ready_list, AioHandler *node,
+                           int revents);
+/*
+ * Hand back a node whose fdmon_owned was set: it is freed now if nobody walks
+ * the handler list, else at the end of the outermost aio_poll().  Takes
+ * list_lock's mutex itself, so call it without holding that mutex.
+ */
+void aio_handler_release(AioContext *ctx, AioHandler *node);
+bool aio_handler_is_deleted(const AioHandler *node);
+bool aio_poll_disabled(AioContext *ctx);
+void aio_handlers_cleanup(AioContext *ctx);
+int64_t aio_clock_ns(void);
+
+/* fdmon-poll.c */
+extern const FDMonOps fdmon_poll_ops;
+
+/* fdmon-epoll.c */
+/* Switch from poll to epoll; returns false (and stays on poll) on failure. */
+bool fdmon_epoll_try_upgrade(AioContext *ctx, int npfd);
+/* Create the epoll fd and register every handler; 0 or -errno. */
+int fdmon_epoll_setup(AioContext *ctx);
+void fdmon_epoll_disable(AioContext *ctx);
+extern const FDMonOps fdmon_epoll_ops;
+
+/* fdmon-io_uring.c: 0 or -errno (e.g. -EPERM, -ENOSYS). */
+int fdmon_io_uring_setup(AioContext *ctx);
+extern const FDMonOps fdmon_io_uring_ops;
+
+/* Threshold at which the poll backend upgrades itself to epoll. */
+#define EPOLL_ENABLE_THRESHOLD 64
+
+#endif

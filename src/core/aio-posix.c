@@ -1,0 +1,773 @@
+/*
+ * fd handlers, aio_poll() and adaptive polling.
+ *
+ * Handlers are kept in a list (for the monitors that scan it) plus a table
+ * indexed by fd, so finding, replacing or removing the handler of an fd is
+ * O(1) however many fds are watched.  Like QEMU, a change never edits a
+ * live node: it links a new node and retires the old one, marking it
+ * deleted so no callback of it runs again.  The retired node's memory is
+ * freed only when no aio_poll() can still see it (list_lock's count).
+ *
+ * Adaptive polling follows QEMU (per-handler windows that grow from 4 us
+ * by poll_grow and shrink by poll_shrink), with two changes that make it
+ * learn from outcomes rather than from how long the thread slept:
+ * - a wake-up through aio_notify() is judged by when the notification was
+ *   sent, not by when this thread got to run again (a blocked thread on
+ *   another CPU takes ~30 us to wake, which used to stop polling from ever
+ *   starting in cross-thread ping-pong);
+ * - windows that keep ending without an event at the maximum size switch
+ *   polling off for an exponentially growing number of dispatches, so two
+ *   threads sharing one CPU stop stealing each other's time slice.
+ * docs/design.md walks through one aio_poll() iteration phase by phase.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aio-internal.h"
+
+/* A polled handler with no success for this long leaves the polled list. */
+#define POLL_IDLE_INTERVAL_NS (7LL * 1000 * 1000 * 1000)
+/* Windows of poll_max_ns that may miss in a row before polling backs off. */
+#define POLL_MISS_LIMIT 4
+#define POLL_BACKOFF_MIN 64
+#define POLL_BACKOFF_MAX_SHIFT 10
+
+/* RCU-style insertion: a concurrent walker sees the node whole or not at all. */
+#define QLIST_INSERT_HEAD_RCU(head, elm, field)                              \
+    do {                                                                     \
+        (elm)->field.le_prev = &(head)->lh_first;                            \
+        (elm)->field.le_next = (head)->lh_first;                             \
+        if ((head)->lh_first != NULL) {                                      \
+            (head)->lh_first->field.le_prev = &(elm)->field.le_next;         \
+        }                                                                    \
+        __atomic_store_n(&(head)->lh_first, (elm), __ATOMIC_RELEASE);        \
+    } while (0)
+
+bool aio_handler_is_deleted(const AioHandler *node)
+{
+    return __atomic_load_n(&node->deleted, __ATOMIC_ACQUIRE);
+}
+
+bool aio_poll_disabled(AioContext *ctx)
+{
+    return qatomic_read(&ctx->poll_disable_cnt) != 0;
+}
+
+void aio_add_ready_handler(AioHandlerList *ready_list, AioHandler *node,
+                           int revents)
+{
+    /* A nested aio_poll() may take a node off its parent's ready list. */
+    QLIST_SAFE_REMOVE(node, node_ready);
+    node->revents = (short)revents;
+    QLIST_INSERT_HEAD(ready_list, node, node_ready);
+}
+
+static void aio_add_poll_ready_handler(AioHandlerList *ready_list,
+                                       AioHandler *node)
+{
+    QLIST_SAFE_REMOVE(node, node_ready);
+    node->poll_ready = true;
+    QLIST_INSERT_HEAD(ready_list, node, node_ready);
+}
+
+static AioHandler *fd_table_get(AioContext *ctx, int fd)
+{
+    return fd < ctx->fd_table.size ? ctx->fd_table.nodes[fd] : NULL;
+}
+
+static void fd_table_set(AioContext *ctx, int fd, AioHandler *node)
+{
+    AioFdTable *t = &ctx->fd_table;
+
+    if (fd >= t->size) {
+        int size = t->size ? t->size : 64;
+        AioHandler **nodes;
+
+        if (!node) {
+            return;
+        }
+        while (size <= fd) {
+            size *= 2;
+        }
+        nodes = realloc(t->nodes, (size_t)size * sizeof(*nodes));
+        if (!nodes) {
+            error_report("aio_set_fd_handler: out of memory for fd %d", fd);
+            abort();
+        }
+        memset(nodes + t->size, 0, (size_t)(size - t->size) * sizeof(*nodes));
+        t->nodes = nodes;
+        t->size = size;
+    }
+    t->nodes[fd] = node;
+}
+
+/*
+ * Retire @node (list_lock's mutex held).  Returns true if the caller must
+ * free it now; otherwise the last walker or the fd monitor frees it.
+ */
+static bool aio_remove_fd_handler(AioContext *ctx, AioHandler *node)
+{
+    /* Pairs with aio_handler_is_deleted(): no callback of @node runs after. */
+    __atomic_store_n(&node->deleted, true, __ATOMIC_RELEASE);
+    if (node->fdmon_owned) {
+        return false;
+    }
+    if (qemu_lockcnt_count(&ctx->list_lock)) {
+        QLIST_INSERT_HEAD_RCU(&ctx->deleted_aio_handlers, node, node_deleted);
+        return false;
+    }
+    /*
+     * Nobody walks the lists (a new walker would wait for our mutex), so
+     * the node can go for real, including from the home thread's lists.
+     */
+    QLIST_SAFE_REMOVE(node, node_poll);
+    QLIST_REMOVE(node, node);
+    return true;
+}
+
+void aio_handler_release(AioContext *ctx, AioHandler *node)
+{
+    bool free_now = false;
+
+    qemu_lockcnt_lock(&ctx->list_lock);
+    node->fdmon_owned = false;
+    if (qemu_lockcnt_count(&ctx->list_lock)) {
+        QLIST_INSERT_HEAD_RCU(&ctx->deleted_aio_handlers, node, node_deleted);
+    } else {
+        QLIST_SAFE_REMOVE(node, node_ready);
+        QLIST_SAFE_REMOVE(node, node_poll);
+        QLIST_REMOVE(node, node);
+        free_now = true;
+    }
+    qemu_lockcnt_unlock(&ctx->list_lock);
+    if (free_now) {
+        free(node);
+    }
+}
+
+void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read,
+                        IOHandler *io_write, AioPollFn *io_poll,
+                        IOHandler *io_poll_ready, void *opaque)
+{
+    AioHandler *node;
+    AioHandler *new_node = NULL;
+    bool free_old = false;
+    int disable_delta = 0;
+
+    if (fd < 0) {
+        error_report("aio_set_fd_handler: invalid fd %d", fd);
+        abort();
+    }
+    /* Polling only works when there is something to call on success. */
+    if (!io_poll_ready) {
+        io_poll = NULL;
+    }
+
+    if (io_read || io_write || io_poll) {
+        new_node = calloc(1, sizeof(*new_node));
+        if (!new_node) {
+            error_report("aio_set_fd_handler: out of memory");
+            abort();
+        }
+        new_node->fd = fd;
+        new_node->io_read = io_read;
+        new_node->io_write = io_write;
+        new_node->io_poll = io_poll;
+        new_node->io_poll_ready = io_poll_ready;
+        new_node->opaque = opaque;
+        new_node->pfd_index = -1;
+        if (io_read) {
+            new_node->events |= POLLIN | POLLHUP | POLLERR;
+        }
+        if (io_write) {
+            new_node->events |= POLLOUT | POLLERR;
+        }
+        if (!io_poll) {
+            disable_delta++;
+        }
+    }
+
+    qemu_lockcnt_lock(&ctx->list_lock);
+    node = fd_table_get(ctx, fd);
+    if (!node && !new_node) {
+        qemu_lockcnt_unlock(&ctx->list_lock);
+        return;
+    }
+    if (node && !node->io_poll) {
+        disable_delta--;
+    }
+    qatomic_set(&ctx->poll_disable_cnt, ctx->poll_disable_cnt + disable_delta);
+    qatomic_set(&ctx->n_handlers,
+                ctx->n_handlers + (new_node != NULL) - (node != NULL));
+
+    if (new_node) {
+        QLIST_INSERT_HEAD_RCU(&ctx->aio_handlers, new_node, node);
+    }
+    fd_table_set(ctx, fd, new_node);
+    ctx->fdmon_ops->update(ctx, node, new_node);
+    if (node) {
+        free_old = aio_remove_fd_handler(ctx, node);
+    }
+    qemu_lockcnt_unlock(&ctx->list_lock);
+    aio_notify(ctx);
+
+    if (free_old) {
+        free(node);
+    }
+}
+
+void aio_set_event_notifier(AioContext *ctx, EventNotifier *notifier,
+                            EventNotifierHandler *io_read, AioPollFn *io_poll,
+                            EventNotifierHandler *io_poll_ready)
+{
+    /* The callbacks receive @notifier as their opaque argument. */
+    aio_set_fd_handler(ctx, event_notifier_get_fd(notifier),
+                       (IOHandler *)(void (*)(void))io_read, NULL, io_poll,
+                       (IOHandler *)(void (*)(void))io_poll_ready, notifier);
+}
+
+void aio_set_event_notifier_poll(AioContext *ctx, EventNotifier *notifier,
+                                 EventNotifierHandler *io_poll_begin,
+                                 EventNotifierHandler *io_poll_end)
+{
+    AioHandler *node;
+
+    qemu_lockcnt_lock(&ctx->list_lock);
+    node = fd_table_get(ctx, event_notifier_get_fd(notifier));
+    if (node) {
+        __atomic_store_n(&node->io_poll_begin,
+                         (IOHandler *)(void (*)(void))io_poll_begin,
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&node->io_poll_end,
+                         (IOHandler *)(void (*)(void))io_poll_end,
+                         __ATOMIC_RELAXED);
+    }
+    qemu_lockcnt_unlock(&ctx->list_lock);
+}
+
+/* Free retired handlers; only the outermost walker can. */
+static void aio_free_deleted_handlers(AioContext *ctx)
+{
+    AioHandler *node;
+
+    /*
+     * Unlocked peek; other threads insert with a release store under the
+     * mutex, and a node missed here is freed by the next aio_poll().
+     */
+    if (!__atomic_load_n(&ctx->deleted_aio_handlers.lh_first,
+                         __ATOMIC_RELAXED)) {
+        return;
+    }
+    if (!qemu_lockcnt_dec_if_lock(&ctx->list_lock)) {
+        return; /* nested: the parent frees them */
+    }
+    while ((node = QLIST_FIRST(&ctx->deleted_aio_handlers))) {
+        QLIST_REMOVE(node, node_deleted);
+        QLIST_SAFE_REMOVE(node, node_poll);
+        QLIST_REMOVE(node, node);
+        free(node);
+    }
+    qemu_lockcnt_inc_and_unlock(&ctx->list_lock);
+}
+
+void aio_handlers_cleanup(AioContext *ctx)
+{
+    AioHandler *node;
+    AioHandler *next;
+
+    QLIST_FOREACH_SAFE(node, &ctx->aio_handlers, node, next) {
+        free(node);
+    }
+    QLIST_INIT(&ctx->aio_handlers);
+    QLIST_INIT(&ctx->deleted_aio_handlers);
+    QLIST_INIT(&ctx->poll_aio_handlers);
+    free(ctx->fd_table.nodes);
+    ctx->fd_table.nodes = NULL;
+    ctx->fd_table.size = 0;
+    free(ctx->pollfds);
+    free(ctx->pollfd_nodes);
+    ctx->pollfds = NULL;
+    ctx->pollfd_nodes = NULL;
+}
+
+/* ---- adaptive polling ------------------------------------------------- */
+
+static bool node_is_notifier(AioContext *ctx, AioHandler *node)
+{
+    return node->opaque == &ctx->notifier;
+}
+
+/*
+ * Call io_poll_begin or io_poll_end on the polled handlers when the mode
+ * changes.  When leaving poll mode, poll each handler one last time: the
+ * event may have raced with io_poll_end().  Returns true if that found one.
+ */
+static bool poll_set_started(AioContext *ctx, AioHandlerList *ready_list,
+                             bool started, bool *progress)
+{
+    AioHandler *node;
+    bool found = false;
+
+    if (started == ctx->poll_started) {
+        return false;
+    }
+    ctx->poll_started = started;
+
+    QLIST_FOREACH(node, &ctx->poll_aio_handlers, node_poll) {
+        IOHandler *fn;
+
+        if (aio_handler_is_deleted(node)) {
+            continue;
+        }
+        fn = __atomic_load_n(started ? &node->io_poll_begin
+                                     : &node->io_poll_end, __ATOMIC_RELAXED);
+        if (fn) {
+            fn(node->opaque);
+        }
+        if (!started && !aio_handler_is_deleted(node) &&
+            node->io_poll(node->opaque)) {
+            aio_add_poll_ready_handler(ready_list, node);
+            found = true;
+            if (!node_is_notifier(ctx, node)) {
+                *progress = true;
+            }
+        }
+    }
+    return found;
+}
+
+static bool run_poll_handlers_once(AioContext *ctx, AioHandlerList *ready_list,
+                                   int64_t now, bool *progress)
+{
+    AioHandler *node;
+    bool found = false;
+
+    QLIST_FOREACH(node, &ctx->poll_aio_handlers, node_poll) {
+        if (!aio_handler_is_deleted(node) && node->io_poll(node->opaque)) {
+            aio_add_poll_ready_handler(ready_list, node);
+            node->poll_idle_deadline = now + POLL_IDLE_INTERVAL_NS;
+            found = true;
+            if (!node_is_notifier(ctx, node)) {
+                *progress = true;
+            }
+        }
+    }
+    return found;
+}
+
+static void remove_idle_poll_handlers(AioContext *ctx, int64_t now)
+{
+    AioHandler *node;
+    AioHandler *tmp;
+
+    QLIST_FOREACH_SAFE(node, &ctx->poll_aio_handlers, node_poll, tmp) {
+        if (node->poll_idle_deadline == 0) {
+            node->poll_idle_deadline = now + POLL_IDLE_INTERVAL_NS;
+        } else if (now >= node->poll_idle_deadline) {
+            IOHandler *end = __atomic_load_n(&node->io_poll_end,
+                                             __ATOMIC_RELAXED);
+
+            node->poll_idle_deadline = 0;
+            QLIST_REMOVE(node, node_poll);
+            if (ctx->poll_started && end && !aio_handler_is_deleted(node)) {
+                end(node->opaque);
+            }
+        }
+    }
+}
+
+/*
+ * Busy-poll for up to the largest handler window (capped by *timeout).
+ * Returns true when a handler's io_poll() found an event; then *timeout is 0.
+ */
+static bool try_poll_mode(AioContext *ctx, AioHandlerList *ready_list,
+                          int64_t *timeout, bool *progress, bool *missed)
+{
+    AioHandler *node;
+    int64_t max_ns = 0;
+    int64_t start;
+    int64_t now;
+    bool found;
+
+    if (QLIST_EMPTY(&ctx->poll_aio_handlers)) {
+        return false;
+    }
+    QLIST_FOREACH(node, &ctx->poll_aio_handlers, node_poll) {
+        max_ns = MAX(max_ns, node->poll.ns);
+    }
+    max_ns = qemu_soonest_timeout(*timeout, max_ns);
+    if (max_ns == 0 || ctx->fdmon_ops->need_wait(ctx)) {
+        return false;
+    }
+
+    poll_set_started(ctx, ready_list, true, progress);
+    start = now = aio_clock_ns();
+    do {
+        found = run_poll_handlers_once(ctx, ready_list, now, progress);
+        now = aio_clock_ns();
+    } while (!found && now - start < max_ns &&
+             !ctx->fdmon_ops->need_wait(ctx));
+
+    remove_idle_poll_handlers(ctx, now);
+    if (found) {
+        qatomic_set(&ctx->stats.poll_hits, ctx->stats.poll_hits + 1);
+        *timeout = 0;
+        return true;
+    }
+    qatomic_set(&ctx->stats.poll_misses, ctx->stats.poll_misses + 1);
+    *missed = true;
+    if (*timeout != -1) {
+        *timeout -= MIN(*timeout, now - start);
+    }
+    return false;
+}
+
+static void poll_reset_windows(AioContext *ctx)
+{
+    AioHandler *node;
+
+    QLIST_FOREACH(node, &ctx->poll_aio_handlers, node_poll) {
+        memset(&node->poll, 0, sizeof(node->poll));
+    }
+}
+
+/*
+ * @event_ns: how long after the start of aio_poll() the event arrived, as
+ * far as we can tell.  @hit: io_poll() found it; @missed: a poll window
+ * was spent without finding anything.
+ */
+static void adjust_polling_time(AioContext *ctx, AioPolledState *poll,
+                                int64_t event_ns, bool hit, bool missed)
+{
+    int64_t max_ns = qatomic_read(&ctx->poll_max_ns);
+
+    if (hit) {
+        poll->misses = 0;
+        poll->backoff_shift = 0;
+    } else if (missed && poll->ns >= max_ns) {
+        if (++poll->misses >= POLL_MISS_LIMIT) {
+            /*
+             * Spinning keeps not paying (typically: the thread that would
+             * produce the event shares our CPU and cannot run while we
+             * spin).  Stop, and retry after a growing number of events.
+             */
+            poll->ns = 0;
+            poll->misses = 0;
+            poll->backoff = POLL_BACKOFF_MIN << poll->backoff_shift;
+            if (poll->backoff_shift < POLL_BACKOFF_MAX_SHIFT) {
+                poll->backoff_shift++;
+            }
+            return;
+        }
+    }
+    if (poll->backoff) {
+        poll->backoff--;
+        return;
+    }
+
+    if (event_ns <= poll->ns) {
+        /* The sweet spot: the window caught or would have caught it. */
+    } else if (event_ns > max_ns) {
+        /* We'd have to poll for too long: poll less. */
+        int64_t shrink = qatomic_read(&ctx->poll_shrink);
+
+        poll->ns = shrink ? poll->ns / shrink : 0;
+    } else if (poll->ns < max_ns) {
+        /* There is room to grow: poll longer. */
+        int64_t grow = qatomic_read(&ctx->poll_grow);
+
+        if (grow == 0) {
+            grow = 2;
+        }
+        poll->ns = poll->ns ? poll->ns * grow : 4000;
+        if (poll->ns > max_ns) {
+            poll->ns = max_ns;
+        }
+    }
+}
+
+/*
+ * A wake-up through the context's eventfd: polling would have caught it if
+ * the window covered the time at which aio_notify() wrote the eventfd.
+ * How long the kernel then took to run us is no reason to poll longer.
+ */
+static void adjust_notifier_event_ns(AioContext *ctx, int64_t *event_ns)
+{
+    int64_t ts = qatomic_read(&ctx->notify_ts);
+
+    if (ts >= ctx->poll_start_ns && ts - ctx->poll_start_ns < *event_ns) {
+        *event_ns = ts - ctx->poll_start_ns;
+    }
+}
+
+/* ---- dispatch --------------------------------------------------------- */
+
+static bool aio_dispatch_handler(AioContext *ctx, AioHandler *node)
+{
+    bool progress = false;
+    bool poll_ready = node->poll_ready;
+    int revents = node->revents & node->events;
+
+    node->revents = 0;
+    node->poll_ready = false;
+
+    /*
+     * Start polling a handler when it becomes ready: activity is likely to
+     * continue.
+     */
+    if (!aio_handler_is_deleted(node) && node->io_poll &&
+        !QLIST_IS_INSERTED(node, node_poll) && qatomic_read(&ctx->poll_max_ns)) {
+        IOHandler *begin = __atomic_load_n(&node->io_poll_begin,
+                                           __ATOMIC_RELAXED);
+
+        if (ctx->poll_started && begin) {
+            begin(node->opaque);
+        }
+        node->poll_idle_deadline = 0;
+        QLIST_INSERT_HEAD(&ctx->poll_aio_handlers, node, node_poll);
+    }
+
+    if (!aio_handler_is_deleted(node) && poll_ready && revents == 0 &&
+        node->io_poll_ready) {
+        node->io_poll_ready(node->opaque);
+        /* The context's own notifier is never progress. */
+        if (!node_is_notifier(ctx, node)) {
+            progress = true;
+        }
+        return progress;
+    }
+    if (!aio_handler_is_deleted(node) &&
+        (revents & (POLLIN | POLLHUP | POLLERR)) && node->io_read) {
+        node->io_read(node->opaque);
+        if (!node_is_notifier(ctx, node)) {
+            progress = true;
+        }
+    }
+    /* Re-check: io_read may have removed this handler. */
+    if (!aio_handler_is_deleted(node) && (revents & (POLLOUT | POLLERR)) &&
+        node->io_write) {
+        node->io_write(node->opaque);
+        progress = true;
+    }
+    return progress;
+}
+
+static bool aio_dispatch_ready_handlers(AioContext *ctx,
+                                        AioHandlerList *ready_list,
+                                        int64_t block_ns, bool missed)
+{
+    bool progress = false;
+    uint64_t n = 0;
+    AioHandler *node;
+
+    while ((node = QLIST_FIRST(ready_list))) {
+        bool hit = node->poll_ready && node->revents == 0;
+        bool p;
+
+        QLIST_REMOVE(node, node_ready);
+        p = aio_dispatch_handler(ctx, node);
+        n += p;
+        progress |= p;
+
+        /* After dispatch, which may have put the node on the polled list. */
+        if (block_ns >= 0 && QLIST_IS_INSERTED(node, node_poll)) {
+            int64_t event_ns = block_ns;
+
+            if (node_is_notifier(ctx, node) && !hit) {
+                adjust_notifier_event_ns(ctx, &event_ns);
+            }
+            adjust_polling_time(ctx, &node->poll, event_ns, hit, missed);
+        }
+    }
+    if (n) {
+        qatomic_set(&ctx->stats.fd_dispatches, ctx->stats.fd_dispatches + n);
+    }
+    return progress;
+}
+
+void aio_dispatch(AioContext *ctx)
+{
+    AioHandlerList ready_list = { NULL };
+    AioContext *saved = aio_tls_dispatch_ctx;
+
+    aio_context_bind_home(ctx, "aio_dispatch");
+    aio_tls_dispatch_ctx = ctx;
+    qemu_lockcnt_inc(&ctx->list_lock);
+    aio_notify_accept(ctx);
+    if (ctx->fdmon_ops->dispatch) {
+        ctx->fdmon_ops->dispatch(ctx);
+    }
+    aio_bh_poll(ctx);
+    ctx->fdmon_ops->wait(ctx, &ready_list, 0);
+    aio_dispatch_ready_handlers(ctx, &ready_list, -1, false);
+    aio_free_deleted_handlers(ctx);
+    qemu_lockcnt_dec(&ctx->list_lock);
+    timerlistgroup_run_timers(&ctx->tlg);
+    aio_tls_dispatch_ctx = saved;
+}
+
+bool aio_prepare(AioContext *ctx)
+{
+    AioHandlerList ready_list = { NULL };
+    bool progress = false;
+    bool found;
+
+    qemu_lockcnt_inc(&ctx->list_lock);
+    /* One pass of the poll handlers; nothing is dispatched here. */
+    poll_set_started(ctx, &ready_list, false, &progress);
+    found = run_poll_handlers_once(ctx, &ready_list, aio_clock_ns(),
+                                   &progress);
+    while (!QLIST_EMPTY(&ready_list)) {
+        AioHandler *node = QLIST_FIRST(&ready_list);
+
+        QLIST_REMOVE(node, node_ready);
+        node->poll_ready = false;
+    }
+    qemu_lockcnt_dec(&ctx->list_lock);
+    return found;
+}
+
+bool aio_pending(AioContext *ctx)
+{
+    AioHandlerList ready_list = { NULL };
+    bool result;
+
+    if (aio_compute_timeout(ctx) == 0) {
+        return true;
+    }
+    qemu_lockcnt_inc(&ctx->list_lock);
+    result = ctx->fdmon_ops->wait(ctx, &ready_list, 0) > 0;
+    while (!QLIST_EMPTY(&ready_list)) {
+        AioHandler *node = QLIST_FIRST(&ready_list);
+
+        QLIST_REMOVE(node, node_ready);
+        node->revents = 0;
+    }
+    qemu_lockcnt_dec(&ctx->list_lock);
+    return result;
+}
+
+bool aio_poll(AioContext *ctx, bool blocking)
+{
+    AioHandlerList ready_list = { NULL };
+    AioContext *saved_dispatch;
+    bool progress = false;
+    bool use_notify_me;
+    bool missed = false;
+    bool polling;
+    int64_t timeout;
+    int64_t start = 0;
+    int64_t block_ns = -1;
+    unsigned gen;
+
+    aio_context_bind_home(ctx, "aio_poll");
+
+    /*
+     * Callbacks that run before we block (io_poll, io_poll_begin/end) must
+     * notify normally: the timeout is already computed.  Only the dispatch
+     * phase may skip the wake-up (see aio_bh_enqueue()).
+     */
+    saved_dispatch = aio_tls_dispatch_ctx;
+    aio_tls_dispatch_ctx = NULL;
+
+    /* Phase 1: become a walker of the handler list. */
+    qemu_lockcnt_inc(&ctx->list_lock);
+    gen = __atomic_load_n(&ctx->poll_params_gen, __ATOMIC_ACQUIRE);
+    if (unlikely(gen != ctx->poll_params_seen)) {
+        ctx->poll_params_seen = gen;
+        poll_reset_windows(ctx);
+    }
+    polling = qatomic_read(&ctx->poll_max_ns) != 0;
+    if (polling) {
+        start = aio_clock_ns();
+    }
+
+    /* Phase 2: how long may we wait? */
+    timeout = blocking ? aio_compute_timeout(ctx) : 0;
+
+    /* Phase 3: busy-poll the pollable handlers. */
+    if (polling) {
+        try_poll_mode(ctx, &ready_list, &timeout, &progress, &missed);
+    }
+
+    /*
+     * Phase 4: announce that we may block.  Write notify_me before reading
+     * "notified" and the BH list; pairs with smp_mb() in aio_notify().
+     */
+    use_notify_me = timeout != 0;
+    if (use_notify_me) {
+        qatomic_set(&ctx->notify_me, qatomic_read(&ctx->notify_me) + 2);
+        smp_mb();
+        /* Don't block if aio_notify() was called since the timeout was computed. */
+        if (qatomic_read(&ctx->notified)) {
+            timeout = 0;
+        }
+    }
+
+    /* Phase 5: wait for fds (only when needed). */
+    if (timeout || ctx->fdmon_ops->need_wait(ctx)) {
+        int64_t wait_start = 0;
+
+        /*
+         * Leave poll mode only now, just before blocking, so io_poll_end()
+         * re-enables notifications that can wake us; one last poll closes
+         * the race with an event that arrived meanwhile.
+         */
+        if (timeout && poll_set_started(ctx, &ready_list, false, &progress)) {
+            timeout = 0;
+        }
+        if (timeout) {
+            wait_start = aio_clock_ns();
+        }
+        ctx->fdmon_ops->wait(ctx, &ready_list, timeout);
+        if (timeout) {
+            int64_t blocked = aio_clock_ns() - wait_start;
+
+            qatomic_set(&ctx->stats.blocked_ns, ctx->stats.blocked_ns + blocked);
+        }
+    }
+
+    /* Phase 6: done waiting; accept the notification before dispatching. */
+    if (use_notify_me) {
+        /* Finish the poll before clearing the flag. */
+        qatomic_store_release(&ctx->notify_me,
+                              qatomic_read(&ctx->notify_me) - 2);
+    }
+    aio_notify_accept(ctx);
+    if (polling) {
+        block_ns = aio_clock_ns() - start;
+        ctx->poll_start_ns = start;
+    }
+
+    /* Phase 7: dispatch. */
+    aio_tls_dispatch_ctx = ctx;
+    if (ctx->fdmon_ops->dispatch) {
+        progress |= ctx->fdmon_ops->dispatch(ctx);
+    }
+    progress |= aio_bh_poll(ctx);
+    progress |= aio_dispatch_ready_handlers(ctx, &ready_list, block_ns, missed);
+    aio_free_deleted_handlers(ctx);
+    qemu_lockcnt_dec(&ctx->list_lock);
+    progress |= timerlistgroup_run_timers(&ctx->tlg);
+    aio_tls_dispatch_ctx = saved_dispatch;
+
+    qatomic_set(&ctx->stats.iterations, ctx->stats.iterations + 1);
+    return progress;
+}
+
+int64_t aioloop_context_get_poll_ns(AioContext *ctx)
+{
+    AioHandler *node;
+    int64_t max_ns = 0;
+
+    /* As a walker, so a concurrent removal defers its free. */
+    qemu_lockcnt_inc(&ctx->list_lock);
+    QLIST_FOREACH(node, &ctx->poll_aio_handlers, node_poll) {
+        max_ns = MAX(max_ns, node->poll.ns);
+    }
+    qemu_lockcnt_dec(&ctx->list_lock);
+    return max_ns;
+}

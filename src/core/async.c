@@ -1,0 +1,702 @@
+/*
+ * AioContext lifecycle, bottom halves and the notify protocol.
+ *
+ * Bottom halves follow QEMU's design: scheduling ORs flags into the BH and,
+ * if the BH was not already queued, pushes it onto a lock-free list with
+ * one CAS, then calls aio_notify().  aio_bh_poll() takes the whole list with
+ * one exchange ("a slice"); slices of nested aio_bh_poll() calls are chained
+ * so that an inner call finishes the outer call's BHs first.
+ *
+ * aio_notify() writes the context's eventfd only when notify_me says a
+ * poller may be blocking; otherwise it just sets "notified", which a busy
+ * poller sees without a syscall.  The protocol is model-checked in
+ * tests/model/aio-notify.pml and explained in docs/design.md.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aio-internal.h"
+
+enum {
+    BH_PENDING = 1 << 0,   /* queued on a BH list */
+    BH_SCHEDULED = 1 << 1, /* the callback should run */
+    BH_DELETED = 1 << 2,   /* free at the next aio_bh_poll() */
+    BH_ONESHOT = 1 << 3,   /* free after running */
+    BH_IDLE = 1 << 4,      /* may wait up to 10 ms, not progress */
+};
+
+/* An idle BH runs within this long even if nothing else happens. */
+#define IDLE_BH_TIMEOUT_NS (10 * 1000 * 1000)
+
+struct QEMUBH {
+    AioContext *ctx;
+    const char *name;
+    QEMUBHFunc *cb;
+    void *opaque;
+    MemReentrancyGuard *reentrancy_guard;
+    QSLIST_ENTRY(QEMUBH) next;  /* bh_list or a slice */
+    QLIST_ENTRY(QEMUBH) all;    /* ctx->bh_all (not one-shots) */
+    unsigned flags;             /* atomic */
+};
+
+static __thread AioContext *tls_current_ctx;
+static __thread int tls_tid;
+
+/*
+ * The context whose aio_poll() is dispatching callbacks in this thread.  A
+ * BH scheduled (or a timer armed) from such a callback needs no wake-up:
+ * the loop recomputes its timeout before it can block again.
+ */
+__thread AioContext *aio_tls_dispatch_ctx;
+
+static int current_tid(void)
+{
+    if (unlikely(!tls_tid)) {
+        tls_tid = (int)gettid();
+    }
+    return tls_tid;
+}
+
+int64_t aio_clock_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void oom(const char *what)
+{
+    error_report("aioloop: out of memory allocating %s", what);
+    abort();
+}
+
+/* ---- notify protocol -------------------------------------------------- */
+
+void aio_notify(AioContext *ctx)
+{
+    /*
+     * Write e.g. the BH flags before ctx->notified.  Pairs with smp_mb() in
+     * aio_notify_accept().
+     */
+    smp_wmb();
+    qatomic_set(&ctx->notified, true);
+
+    /*
+     * Write ctx->notified (and the BH list) before reading notify_me.
+     * Pairs with smp_mb() in aio_poll() after notify_me is incremented.
+     * The event must be written whenever notify_me is set, even if
+     * "notified" already was: see BUG2 in tests/model/aio-notify.pml.
+     */
+    smp_mb();
+    if (qatomic_read(&ctx->notify_me)) {
+        qatomic_set(&ctx->notify_ts, aio_clock_ns());
+        event_notifier_set(&ctx->notifier);
+        __atomic_fetch_add(&ctx->stats.wakeups, 1, __ATOMIC_RELAXED);
+    }
+}
+
+void aio_notify_accept(AioContext *ctx)
+{
+    /*
+     * Clear "notified" before looking at BHs, fds and timers.  Skipping the
+     * store and barrier when it is already clear is safe: a concurrent
+     * aio_notify() then leaves it set, and the next aio_poll() will not
+     * block (a false positive, which the protocol allows).
+     */
+    if (qatomic_read(&ctx->notified)) {
+        qatomic_set(&ctx->notified, false);
+        /* Pairs with smp_wmb() in aio_notify(). */
+        smp_mb();
+    }
+}
+
+static void aio_timerlist_notify(void *opaque, QEMUClockType type)
+{
+    AioContext *ctx = opaque;
+
+    (void)type;
+    if (aio_tls_dispatch_ctx != ctx) {
+        aio_notify(ctx);
+    }
+}
+
+static void aio_context_notifier_cb(EventNotifier *e)
+{
+    event_notifier_test_and_clear(e);
+}
+
+static bool aio_context_notifier_poll(void *opaque)
+{
+    AioContext *ctx = container_of(opaque, AioContext, notifier);
+
+    /*
+     * No need for load-acquire: aio_notify_accept() has the barrier, and the
+     * poll phase only uses this to stop spinning.
+     */
+    return qatomic_read(&ctx->notified);
+}
+
+static void aio_context_notifier_poll_ready(EventNotifier *e)
+{
+    /* Nothing to do: aio_notify_accept() clears "notified". */
+    (void)e;
+}
+
+/* ---- bottom halves ---------------------------------------------------- */
+
+static void aio_bh_enqueue(QEMUBH *bh, unsigned new_flags)
+{
+    AioContext *ctx = bh->ctx;
+    unsigned old_flags;
+
+    /*
+     * The seq_cst RMW orders the caller's writes (what the callback will
+     * read) before the BH becomes visible, and loads ctx before the BH can
+     * run and be freed by the home thread.
+     */
+    old_flags = qatomic_fetch_or(&bh->flags, BH_PENDING | new_flags);
+    if (!(old_flags & BH_PENDING)) {
+        QSLIST_INSERT_HEAD_ATOMIC(&ctx->bh_list, bh, next);
+    }
+    if (aio_tls_dispatch_ctx != ctx) {
+        aio_notify(ctx);
+    }
+}
+
+/* Only the home thread removes BHs from a list, one consumer at a time. */
+static QEMUBH *aio_bh_dequeue(BHList *head, unsigned *flags)
+{
+    QEMUBH *bh = QSLIST_FIRST(head);
+
+    if (!bh) {
+        return NULL;
+    }
+    QSLIST_REMOVE_HEAD(head, next);
+
+    /*
+     * The fetch_and's barrier makes sure the removal completes before
+     * BH_PENDING is cleared, so a concurrent aio_bh_enqueue() that sees
+     * PENDING clear re-inserts the BH into a consistent list.
+     */
+    *flags = qatomic_fetch_and(&bh->flags,
+                               ~(BH_PENDING | BH_SCHEDULED | BH_IDLE));
+    return bh;
+}
+
+static void aio_bh_free(QEMUBH *bh)
+{
+    AioContext *ctx = bh->ctx;
+
+    if (QLIST_IS_INSERTED(bh, all)) {
+        pthread_mutex_lock(&ctx->bh_all_lock);
+        QLIST_REMOVE(bh, all);
+        pthread_mutex_unlock(&ctx->bh_all_lock);
+    }
+    free(bh);
+}
+
+static QEMUBH *bh_alloc(AioContext *ctx, QEMUBHFunc *cb, void *opaque,
+                        const char *name, MemReentrancyGuard *guard)
+{
+    QEMUBH *bh = calloc(1, sizeof(*bh));
+
+    if (!bh) {
+        oom("a bottom half");
+    }
+    bh->ctx = ctx;
+    bh->cb = cb;
+    bh->opaque = opaque;
+    bh->name = name ? name : "(unnamed)";
+    bh->reentrancy_guard = guard;
+    return bh;
+}
+
+void aio_bh_schedule_oneshot_full(AioContext *ctx, QEMUBHFunc *cb,
+                                  void *opaque, const char *name)
+{
+    QEMUBH *bh = bh_alloc(ctx, cb, opaque, name, NULL);
+
+    aio_bh_enqueue(bh, BH_SCHEDULED | BH_ONESHOT);
+}
+
+QEMUBH *aio_bh_new_full(AioContext *ctx, QEMUBHFunc *cb, void *opaque,
+                        const char *name, MemReentrancyGuard *reentrancy_guard)
+{
+    QEMUBH *bh = bh_alloc(ctx, cb, opaque, name, reentrancy_guard);
+
+    pthread_mutex_lock(&ctx->bh_all_lock);
+    QLIST_INSERT_HEAD(&ctx->bh_all, bh, all);
+    pthread_mutex_unlock(&ctx->bh_all_lock);
+    return bh;
+}
+
+void aio_bh_call(QEMUBH *bh)
+{
+    bool last_engaged_in_io = false;
+    /* Copy the guard pointer: the callback may free the BH. */
+    MemReentrancyGuard *reentrancy_guard = bh->reentrancy_guard;
+
+    if (reentrancy_guard) {
+        last_engaged_in_io = reentrancy_guard->engaged_in_io;
+        reentrancy_guard->engaged_in_io = true;
+    }
+    bh->cb(bh->opaque);
+    if (reentrancy_guard) {
+        reentrancy_guard->engaged_in_io = last_engaged_in_io;
+    }
+}
+
+int aio_bh_poll(AioContext *ctx)
+{
+    BHListSlice slice;
+    BHListSlice *s;
+    int ret = 0;
+    uint64_t runs = 0;
+
+    /* Pairs with QSLIST_INSERT_HEAD_ATOMIC() in aio_bh_enqueue(). */
+    QSLIST_MOVE_ATOMIC(&slice.bh_list, &ctx->bh_list);
+    QSIMPLEQ_INSERT_TAIL(&ctx->bh_slice_list, &slice, next);
+
+    /*
+     * The outermost slice comes first: a nested call finishes the BHs of
+     * the calls it is nested in before its own.
+     */
+    while ((s = QSIMPLEQ_FIRST(&ctx->bh_slice_list))) {
+        QEMUBH *bh;
+        unsigned flags;
+
+        bh = aio_bh_dequeue(&s->bh_list, &flags);
+        if (!bh) {
+            QSIMPLEQ_REMOVE_HEAD(&ctx->bh_slice_list, next);
+            continue;
+        }
+        if ((flags & (BH_SCHEDULED | BH_DELETED)) == BH_SCHEDULED) {
+            /* Idle BHs don't count as progress. */
+            if (!(flags & BH_IDLE)) {
+                ret = 1;
+            }
+            runs++;
+            aio_bh_call(bh);
+        }
+        if (flags & (BH_DELETED | BH_ONESHOT)) {
+            aio_bh_free(bh);
+        }
+    }
+    if (runs) {
+        qatomic_set(&ctx->stats.bh_runs, ctx->stats.bh_runs + runs);
+    }
+    return ret;
+}
+
+void qemu_bh_schedule_idle(QEMUBH *bh)
+{
+    aio_bh_enqueue(bh, BH_SCHEDULED | BH_IDLE);
+}
+
+void qemu_bh_schedule(QEMUBH *bh)
+{
+    aio_bh_enqueue(bh, BH_SCHEDULED);
+}
+
+void qemu_bh_cancel(QEMUBH *bh)
+{
+    qatomic_fetch_and(&bh->flags, ~BH_SCHEDULED);
+}
+
+void qemu_bh_delete(QEMUBH *bh)
+{
+    if (!bh) {
+        return;
+    }
+    if (qatomic_read(&bh->flags) & BH_DELETED) {
+        error_report("qemu_bh_delete: BH '%s' deleted twice", bh->name);
+        abort();
+    }
+    aio_bh_enqueue(bh, BH_DELETED);
+}
+
+static int64_t bh_list_timeout(BHList *head)
+{
+    int64_t timeout = -1;
+    QEMUBH *bh;
+
+    /*
+     * Other threads only push at the head, and the home thread is the only
+     * one removing, so walking from an acquire load of the head is safe.
+     */
+    for (bh = __atomic_load_n(&head->slh_first, __ATOMIC_ACQUIRE); bh;
+         bh = QSLIST_NEXT(bh, next)) {
+        unsigned flags = qatomic_read(&bh->flags);
+
+        if ((flags & (BH_SCHEDULED | BH_DELETED)) == BH_SCHEDULED) {
+            if (!(flags & BH_IDLE)) {
+                return 0;
+            }
+            timeout = IDLE_BH_TIMEOUT_NS;
+        }
+    }
+    return timeout;
+}
+
+int64_t aio_compute_timeout(AioContext *ctx)
+{
+    BHListSlice *s;
+    int64_t timeout;
+    int64_t deadline;
+
+    timeout = bh_list_timeout(&ctx->bh_list);
+    if (timeout == 0) {
+        return 0;
+    }
+    QSIMPLEQ_FOREACH(s, &ctx->bh_slice_list, next) {
+        int64_t t = bh_list_timeout(&s->bh_list);
+
+        if (t == 0) {
+            return 0;
+        }
+        timeout = qemu_soonest_timeout(timeout, t);
+    }
+    deadline = timerlistgroup_deadline_ns(&ctx->tlg);
+    if (deadline == 0) {
+        return 0;
+    }
+    return qemu_soonest_timeout(timeout, deadline);
+}
+
+/* ---- current context and home thread ---------------------------------- */
+
+AioContext *qemu_get_current_aio_context(void)
+{
+    return tls_current_ctx;
+}
+
+void qemu_set_current_aio_context(AioContext *ctx)
+{
+    if (!ctx) {
+        AioContext *old = tls_current_ctx;
+
+        /* Let another thread take over the context after this one exits. */
+        if (old) {
+            int me = current_tid();
+            __atomic_compare_exchange_n(&old->home_tid, &me, 0, false,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+        }
+        tls_current_ctx = NULL;
+        return;
+    }
+    if (tls_current_ctx) {
+        error_report("qemu_set_current_aio_context: this thread already runs "
+                     "AioContext %p; call it once per thread", (void *)tls_current_ctx);
+        abort();
+    }
+    aio_context_bind_home(ctx, "qemu_set_current_aio_context");
+    tls_current_ctx = ctx;
+}
+
+void aio_context_bind_home(AioContext *ctx, const char *caller)
+{
+    int me = current_tid();
+    int home = qatomic_read(&ctx->home_tid);
+
+    if (likely(home == me)) {
+        return;
+    }
+    if (home == 0) {
+        home = 0;
+        if (__atomic_compare_exchange_n(&ctx->home_tid, &home, me, false,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+            return;
+        }
+    }
+    error_report("%s: called from thread %d, but AioContext %p belongs to "
+                 "home thread %d; only the home thread may run its loop",
+                 caller, me, (void *)ctx, home);
+    abort();
+}
+
+bool in_aio_context_home_thread(AioContext *ctx)
+{
+    return ctx == tls_current_ctx || qatomic_read(&ctx->home_tid) == current_tid();
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+static int fdmon_select(AioContext *ctx, Error **errp)
+{
+    const char *env = getenv("AIOLOOP_FDMON");
+    int ret;
+
+    ctx->fdmon_ops = &fdmon_poll_ops;
+    if (env && *env) {
+        ctx->fdmon_forced = true;
+        if (!strcmp(env, "poll")) {
+            return 0;
+        }
+        if (!strcmp(env, "epoll")) {
+            ret = fdmon_epoll_setup(ctx);
+            if (ret < 0) {
+                error_setg_errno(errp, -ret,
+                                 "AIOLOOP_FDMON=epoll: cannot set up epoll");
+            }
+            return ret;
+        }
+        if (!strcmp(env, "io_uring")) {
+            ret = fdmon_io_uring_setup(ctx);
+            if (ret < 0) {
+                error_setg_errno(errp, -ret,
+                                 "AIOLOOP_FDMON=io_uring: cannot set up io_uring");
+            }
+            return ret;
+        }
+        error_setg(errp, "AIOLOOP_FDMON=%s: unknown fd monitor "
+                   "(expected poll, epoll or io_uring)", env);
+        return -EINVAL;
+    }
+    /*
+     * io_uring first; if the kernel refuses (EPERM in containers, ENOSYS),
+     * poll, which upgrades itself to epoll once 64 fds are watched.
+     */
+    if (!getenv("AIOLOOP_NO_IO_URING") && fdmon_io_uring_setup(ctx) == 0) {
+        return 0;
+    }
+    return 0;
+}
+
+AioContext *aio_context_new(Error **errp)
+{
+    pthread_mutexattr_t attr;
+    AioContext *ctx;
+    int ret;
+
+    ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        error_setg(errp, "Failed to allocate AioContext");
+        return NULL;
+    }
+    ctx->refcnt = 1;
+    ctx->epollfd = -1;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&ctx->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    pthread_mutex_init(&ctx->bh_all_lock, NULL);
+    qemu_lockcnt_init(&ctx->list_lock);
+    QLIST_INIT(&ctx->aio_handlers);
+    QLIST_INIT(&ctx->deleted_aio_handlers);
+    QLIST_INIT(&ctx->poll_aio_handlers);
+    QLIST_INIT(&ctx->bh_all);
+    QSLIST_INIT(&ctx->bh_list);
+    QSLIST_INIT(&ctx->submit_list);
+    QSIMPLEQ_INIT(&ctx->bh_slice_list);
+    ctx->thread_pool_min = 0;
+    ctx->thread_pool_max = 64;
+    timerlistgroup_init(&ctx->tlg, aio_timerlist_notify, ctx);
+
+    ret = event_notifier_init(&ctx->notifier, false);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to initialize event notifier");
+        ctx->notifier.initialized = false;
+        goto fail;
+    }
+    if (fdmon_select(ctx, errp) < 0) {
+        goto fail;
+    }
+    aio_set_event_notifier(ctx, &ctx->notifier, aio_context_notifier_cb,
+                           aio_context_notifier_poll,
+                           aio_context_notifier_poll_ready);
+    return ctx;
+
+fail:
+    aio_context_unref(ctx);
+    return NULL;
+}
+
+void aio_context_ref(AioContext *ctx)
+{
+    qatomic_inc(&ctx->refcnt);
+}
+
+static void bh_leaked(QEMUBH *bh)
+{
+    error_report("aio_context_unref: BH '%s' leaked, aborting (every BH "
+                 "must be freed with qemu_bh_delete() before its AioContext)",
+                 bh->name);
+    abort();
+}
+
+static void aio_context_finalize(AioContext *ctx)
+{
+    QEMUBH *bh;
+    unsigned flags;
+
+    if (!QSIMPLEQ_EMPTY(&ctx->bh_slice_list)) {
+        error_report("aio_context_unref: last reference dropped while "
+                     "aio_bh_poll() runs on AioContext %p", (void *)ctx);
+        abort();
+    }
+    /* A pending BH that is not deleted (one-shots included) is lost work. */
+    while ((bh = aio_bh_dequeue(&ctx->bh_list, &flags))) {
+        if (!(flags & BH_DELETED)) {
+            bh_leaked(bh);
+        }
+        aio_bh_free(bh);
+    }
+    bh = QLIST_FIRST(&ctx->bh_all);
+    if (bh) {
+        bh_leaked(bh);
+    }
+
+    if (ctx->fdmon_ops) {
+        aio_set_event_notifier(ctx, &ctx->notifier, NULL, NULL, NULL);
+        aio_context_destroy(ctx);
+    }
+    aio_handlers_cleanup(ctx);
+    timerlistgroup_deinit(&ctx->tlg);
+    event_notifier_cleanup(&ctx->notifier);
+    qemu_lockcnt_destroy(&ctx->list_lock);
+    pthread_mutex_destroy(&ctx->bh_all_lock);
+    pthread_mutex_destroy(&ctx->lock);
+    free(ctx);
+}
+
+void aio_context_unref(AioContext *ctx)
+{
+    if (!ctx) {
+        return;
+    }
+    if (qatomic_fetch_sub(&ctx->refcnt, 1) == 1) {
+        aio_context_finalize(ctx);
+    }
+}
+
+void aio_context_acquire(AioContext *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+}
+
+void aio_context_release(AioContext *ctx)
+{
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+void aio_context_setup(AioContext *ctx)
+{
+    Error *local_err = NULL;
+
+    if (ctx->fdmon_ops != &fdmon_poll_ops || ctx->epoll_enabled) {
+        return;
+    }
+    if (fdmon_select(ctx, &local_err) < 0) {
+        ctx->fdmon_ops = &fdmon_poll_ops;
+        error_report_err(local_err);
+    }
+}
+
+void aio_context_destroy(AioContext *ctx)
+{
+    if (ctx->fdmon_ops->destroy) {
+        ctx->fdmon_ops->destroy(ctx);
+    }
+    ctx->fdmon_ops = &fdmon_poll_ops;
+}
+
+/* ---- parameters ------------------------------------------------------- */
+
+void aio_context_set_poll_params(AioContext *ctx, int64_t max_ns,
+                                 int64_t grow, int64_t shrink, Error **errp)
+{
+    if (max_ns < 0) {
+        error_setg(errp, "poll-max-ns must be >= 0, got %" PRId64, max_ns);
+        return;
+    }
+    if (grow < 0) {
+        error_setg(errp, "poll-grow must be >= 0, got %" PRId64, grow);
+        return;
+    }
+    if (shrink < 0) {
+        error_setg(errp, "poll-shrink must be >= 0, got %" PRId64, shrink);
+        return;
+    }
+    qatomic_set(&ctx->poll_max_ns, max_ns);
+    qatomic_set(&ctx->poll_grow, grow);
+    qatomic_set(&ctx->poll_shrink, shrink);
+    /* The home thread resets the per-handler windows when it sees this. */
+    __atomic_fetch_add(&ctx->poll_params_gen, 1, __ATOMIC_RELEASE);
+    aio_notify(ctx);
+}
+
+void aio_context_set_aio_params(AioContext *ctx, int64_t max_batch)
+{
+    qatomic_set(&ctx->aio_max_batch, max_batch);
+    aio_notify(ctx);
+}
+
+void aio_context_set_thread_pool_params(AioContext *ctx, int64_t min,
+                                        int64_t max, Error **errp)
+{
+    if (min > max || max <= 0 || min < 0 || min > INT_MAX || max > INT_MAX) {
+        error_setg(errp, "bad thread-pool-min/thread-pool-max values: "
+                   "min %" PRId64 ", max %" PRId64 " (need 0 <= min <= max, "
+                   "0 < max <= INT_MAX)", min, max);
+        return;
+    }
+    qatomic_set(&ctx->thread_pool_min, min);
+    qatomic_set(&ctx->thread_pool_max, max);
+}
+
+/* ---- timers and misc -------------------------------------------------- */
+
+QEMUTimerListGroup *aio_get_timerlistgroup(AioContext *ctx)
+{
+    return &ctx->tlg;
+}
+
+QEMUTimer *aio_timer_new_with_attrs(AioContext *ctx, QEMUClockType type,
+                                    int scale, int attributes,
+                                    QEMUTimerCB *cb, void *opaque)
+{
+    return timer_new_full(&ctx->tlg, type, scale, attributes, cb, opaque);
+}
+
+QEMUTimer *aio_timer_new(AioContext *ctx, QEMUClockType type, int scale,
+                         QEMUTimerCB *cb, void *opaque)
+{
+    return timer_new_full(&ctx->tlg, type, scale, 0, cb, opaque);
+}
+
+void aio_timer_init_with_attrs(AioContext *ctx, QEMUTimer *ts,
+                               QEMUClockType type, int scale, int attributes,
+                               QEMUTimerCB *cb, void *opaque)
+{
+    timer_init_full(ts, &ctx->tlg, type, scale, attributes, cb, opaque);
+}
+
+void aio_timer_init(AioContext *ctx, QEMUTimer *ts, QEMUClockType type,
+                    int scale, QEMUTimerCB *cb, void *opaque)
+{
+    timer_init_full(ts, &ctx->tlg, type, scale, 0, cb, opaque);
+}
+
+const char *aioloop_context_fdmon_name(AioContext *ctx)
+{
+    /* The home thread may switch monitors (poll <-> epoll) at any time. */
+    return qatomic_read(&ctx->fdmon_ops)->name;
+}
+
+void aioloop_context_get_stats(AioContext *ctx, AioloopContextStats *stats)
+{
+    stats->iterations = qatomic_read(&ctx->stats.iterations);
+    stats->bh_runs = qatomic_read(&ctx->stats.bh_runs);
+    stats->fd_dispatches = qatomic_read(&ctx->stats.fd_dispatches);
+    stats->poll_hits = qatomic_read(&ctx->stats.poll_hits);
+    stats->poll_misses = qatomic_read(&ctx->stats.poll_misses);
+    stats->blocked_ns = qatomic_read(&ctx->stats.blocked_ns);
+    stats->wakeups = qatomic_read(&ctx->stats.wakeups);
+}
