@@ -96,5 +96,9 @@ void qemu_lockcnt_inc_and_unlock(QemuLockCnt *lockcnt)
 
 unsigned qemu_lockcnt_count(QemuLockCnt *lockcnt)
 {
-    return qatomic_read(&lockcnt->count);
+    /*
+     * Acquire pairs with the walkers' decrement: a writer that sees zero
+     * and frees a node must happen after the last walker's reads of it.
+     */
+    return qatomic_load_acquire(&lockcnt->count);
 }
