@@ -40,6 +40,12 @@
 
 #include "../core/aio-internal.h"
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define AIOLOOP_TSAN_CLANG 1
+#endif
+#endif
+
 /*
  * Events fetched per wait.  More ready fds stay queued in the kernel and,
  * being level-triggered, are reported by the next wait.
@@ -191,6 +197,18 @@ static int fdmon_epoll_wait(AioContext *ctx, AioHandlerList *ready_list,
     if (ret < 0) {
         return errno == EINTR ? 0 : -errno;
     }
+#if defined(__SANITIZE_THREAD__) || defined(AIOLOOP_TSAN_CLANG)
+    /*
+     * The node pointers came through the kernel, which orders them after
+     * the epoll_ctl() that registered them; TSan cannot see that edge.  The
+     * registering thread held list_lock's mutex around epoll_ctl(), so
+     * taking it once gives TSan the same happens-before.
+     */
+    if (ret > 0) {
+        qemu_lockcnt_lock(&ctx->list_lock);
+        qemu_lockcnt_unlock(&ctx->list_lock);
+    }
+#endif
     for (int i = 0; i < ret; i++) {
         AioHandler *node = events[i].data.ptr;
 
