@@ -227,7 +227,12 @@ struct AioContext {
 /* Bind @ctx to the calling thread, or abort if another thread owns it. */
 void aio_context_bind_home(AioContext *ctx, const char *caller);
 /* The context dispatching callbacks in this thread (see aio_bh_enqueue). */
-extern __thread AioContext *aio_tls_dispatch_ctx;
+/*
+ * initial-exec: the library is loaded at start-up, not dlopen()ed late, so
+ * TLS is reached without a __tls_get_addr call on the hot path.
+ */
+#define AIOLOOP_TLS __thread __attribute__((tls_model("initial-exec")))
+extern AIOLOOP_TLS AioContext *aio_tls_dispatch_ctx;
 
 /* aio-posix.c */
 void aio_add_ready_handler(AioHandlerList *ready_list, AioHandler *node,

@@ -45,15 +45,15 @@ struct QEMUBH {
     unsigned flags;             /* atomic */
 };
 
-static __thread AioContext *tls_current_ctx;
-static __thread int tls_tid;
+static AIOLOOP_TLS AioContext *tls_current_ctx;
+static AIOLOOP_TLS int tls_tid;
 
 /*
  * The context whose aio_poll() is dispatching callbacks in this thread.  A
  * BH scheduled (or a timer armed) from such a callback needs no wake-up:
  * the loop recomputes its timeout before it can block again.
  */
-__thread AioContext *aio_tls_dispatch_ctx;
+AIOLOOP_TLS AioContext *aio_tls_dispatch_ctx;
 
 static int current_tid(void)
 {
