@@ -428,6 +428,16 @@ bool in_aio_context_home_thread(AioContext *ctx)
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+/* The monitors AIOLOOP_FDMON may name; poll needs no setup. */
+static const struct {
+    const char *name;
+    int (*setup)(AioContext *ctx);
+} fdmon_backends[] = {
+    { "poll", NULL },
+    { "epoll", fdmon_epoll_setup },
+    { "io_uring", fdmon_io_uring_setup },
+};
+
 static int fdmon_select(AioContext *ctx, Error **errp)
 {
     const char *env = getenv("AIOLOOP_FDMON");
@@ -436,22 +446,14 @@ static int fdmon_select(AioContext *ctx, Error **errp)
     ctx->fdmon_ops = &fdmon_poll_ops;
     if (env && *env) {
         ctx->fdmon_forced = true;
-        if (!strcmp(env, "poll")) {
-            return 0;
-        }
-        if (!strcmp(env, "epoll")) {
-            ret = fdmon_epoll_setup(ctx);
-            if (ret < 0) {
-                error_setg_errno(errp, -ret,
-                                 "AIOLOOP_FDMON=epoll: cannot set up epoll");
+        for (size_t i = 0; i < ARRAY_SIZE(fdmon_backends); i++) {
+            if (strcmp(env, fdmon_backends[i].name) != 0) {
+                continue;
             }
-            return ret;
-        }
-        if (!strcmp(env, "io_uring")) {
-            ret = fdmon_io_uring_setup(ctx);
+            ret = fdmon_backends[i].setup ? fdmon_backends[i].setup(ctx) : 0;
             if (ret < 0) {
-                error_setg_errno(errp, -ret,
-                                 "AIOLOOP_FDMON=io_uring: cannot set up io_uring");
+                error_setg_errno(errp, -ret, "AIOLOOP_FDMON=%s: cannot set "
+                                 "up %s", env, fdmon_backends[i].name);
             }
             return ret;
         }
@@ -461,10 +463,10 @@ static int fdmon_select(AioContext *ctx, Error **errp)
     }
     /*
      * io_uring first; if the kernel refuses (EPERM in containers, ENOSYS),
-     * poll, which upgrades itself to epoll once 64 fds are watched.
+     * stay on poll, which upgrades itself to epoll once 64 fds are watched.
      */
-    if (!getenv("AIOLOOP_NO_IO_URING") && fdmon_io_uring_setup(ctx) == 0) {
-        return 0;
+    if (!getenv("AIOLOOP_NO_IO_URING")) {
+        fdmon_io_uring_setup(ctx);
     }
     return 0;
 }
