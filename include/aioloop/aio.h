@@ -273,7 +273,8 @@ AIOLOOP_API void qemu_bh_delete(QEMUBH *bh);
  * GSource attached to the AioContext, before g_poll is invoked.
  * @ctx: the context
  *
- * Runs one userspace poll of the polled handlers.  Home thread.
+ * Runs one userspace poll of the polled handlers.  Home thread: like
+ * aio_poll(), binds an unbound @ctx to the caller and aborts elsewhere.
  */
 AIOLOOP_API bool aio_prepare(AioContext *ctx);
 
@@ -282,7 +283,8 @@ AIOLOOP_API bool aio_prepare(AioContext *ctx);
  * GSource attached to the AioContext, after g_poll is invoked.
  * @ctx: the context
  *
- * True if a BH is scheduled or a handler has a ready event.  Home thread.
+ * True if a BH is scheduled or a handler has a ready event.  Home thread,
+ * as for aio_prepare().
  */
 AIOLOOP_API bool aio_pending(AioContext *ctx);
 

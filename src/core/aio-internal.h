@@ -15,7 +15,6 @@
 #include <stdint.h>
 
 #include "../util/atomic.h"
-#include "../util/lockcnt.h"
 #include "../util/queue.h"
 
 typedef QLIST_HEAD(AioHandlerList, AioHandler) AioHandlerList;
@@ -42,7 +41,7 @@ struct AioHandler {
     void *opaque;
     bool poll_ready;     /* io_poll() succeeded in this iteration */
     /*
-     * Set under list_lock when the handler is removed or replaced; read
+     * Set under list_mutex when the handler is removed or replaced; read
      * (atomically) by the home thread before every callback so a removed
      * handler is never called again, not even later in the same iteration.
      */
@@ -56,7 +55,7 @@ struct AioHandler {
     AioPolledState poll;
     int64_t poll_idle_deadline;
 
-    QLIST_ENTRY(AioHandler) node;         /* ctx->aio_handlers (list_lock) */
+    QLIST_ENTRY(AioHandler) node;         /* ctx->aio_handlers (list_mutex) */
     QLIST_ENTRY(AioHandler) node_ready;   /* a ready list, home thread */
     QLIST_ENTRY(AioHandler) node_deleted; /* ctx->deleted_aio_handlers */
     QLIST_ENTRY(AioHandler) node_poll;    /* ctx->poll_aio_handlers */
@@ -82,7 +81,7 @@ typedef struct FDMonOps {
     /*
      * update: @old_node is the handler being replaced or removed (NULL when
      * @new_node->fd is new), @new_node the replacement (NULL on removal).
-     * Called with ctx->list_lock's mutex held, from any thread.  A backend
+     * Called with ctx->list_mutex held, from any thread.  A backend
      * whose kernel object still references @old_node after this call sets
      * old_node->fdmon_owned and later passes it to aio_handler_release().
      */
@@ -90,7 +89,7 @@ typedef struct FDMonOps {
     /*
      * wait: wait up to @timeout ns (-1 = forever, 0 = don't block) and add
      * ready handlers with aio_add_ready_handler().  Home thread only, called
-     * with list_lock's count incremented.  Returns the number of ready
+     * inside a walk (ctx->walking > 0).  Returns the number of ready
      * handlers or -errno.
      */
     int (*wait)(AioContext *ctx, AioHandlerList *ready_list, int64_t timeout);
@@ -101,6 +100,14 @@ typedef struct FDMonOps {
      */
     bool (*need_wait)(AioContext *ctx);
     /*
+     * flush (optional): hand queued registrations to the kernel without
+     * waiting, adding any handler found ready (as wait() would) to
+     * @ready_list; returns how many.  Called before busy-polling, so that
+     * pending registrations alone don't make need_wait() end the polling.
+     * Home thread, inside a walk.
+     */
+    int (*flush)(AioContext *ctx, AioHandlerList *ready_list);
+    /*
      * dispatch (optional): run backend-level completions (io_uring CQE
      * handlers).  Returns true on progress.  Home thread.
      */
@@ -108,8 +115,8 @@ typedef struct FDMonOps {
     /*
      * destroy (optional): release the backend's kernel objects and hand
      * back every node it still owns with aio_handler_release().  Handlers
-     * stay registered in ctx->aio_handlers.  Called WITHOUT list_lock's
-     * mutex, with no aio_poll() running on ctx (count zero), from the thread
+     * stay registered in ctx->aio_handlers.  Called WITHOUT list_mutex,
+     * with no aio_poll() running on ctx, from the thread
      * tearing the backend down; the caller then sets ctx->fdmon_ops to
      * &fdmon_poll_ops.
      */
@@ -126,7 +133,8 @@ enum {
 typedef struct BHListSlice BHListSlice;
 typedef QSLIST_HEAD(BHList, QEMUBH) BHList;
 struct BHListSlice {
-    BHList bh_list;
+    BHList bh_list;        /* taken from ctx->bh_local */
+    BHList bh_list_remote; /* taken from ctx->bh_list */
     QSIMPLEQ_ENTRY(BHListSlice) next;
 };
 
@@ -148,11 +156,11 @@ struct AioContext {
      */
     int home_tid;
 
-    /* Handlers, and the fd -> live handler table; both under list_lock. */
+    /* Handlers, and the fd -> live handler table; both under list_mutex. */
     AioHandlerList aio_handlers;
     AioHandlerList deleted_aio_handlers;
     AioFdTable fd_table;
-    int n_handlers;        /* live handlers (list_lock) */
+    int n_handlers;        /* live handlers (list_mutex) */
 
     /*
      * notify_me: bits 1-31 count aio_poll() calls that may block (+2 each),
@@ -166,9 +174,27 @@ struct AioContext {
     /* CLOCK_MONOTONIC ns of the last aio_notify() that wrote the eventfd. */
     int64_t notify_ts;
 
-    QemuLockCnt list_lock;
+    /*
+     * Handler lifetime.  Only the home thread walks the handler lists
+     * without list_mutex (aio_poll and friends), so the walker count is a
+     * plain home-thread counter, not an atomic one: the loop pays no
+     * atomic operation for it.  Writers hold list_mutex.  A removed node
+     * is freed at once only by the home thread while it is not walking;
+     * any other thread leaves it on deleted_aio_handlers (still linked, with
+     * ->deleted set) for the home thread to free when its outermost walk
+     * ends, or for finalize.  Other threads never unlink, so a walk under
+     * list_mutex (fdmon setup/teardown) is safe from any thread.
+     */
+    pthread_mutex_t list_mutex;
+    unsigned walking; /* home thread only */
 
     BHList bh_list;                               /* atomic push/move */
+    /*
+     * BHs scheduled by this context's own callbacks while it dispatches:
+     * home thread only, so a plain push instead of a CAS (the BH's flags
+     * are still updated atomically, other threads may schedule it too).
+     */
+    BHList bh_local;
     QSIMPLEQ_HEAD(, BHListSlice) bh_slice_list;   /* home thread */
     /* Every BH that is not one-shot, to report leaks at finalize. */
     pthread_mutex_t bh_all_lock;
@@ -179,7 +205,7 @@ struct AioContext {
 
     QEMUTimerListGroup tlg;
 
-    /* Number of live handlers without io_poll (list_lock). */
+    /* Number of live handlers without io_poll (list_mutex). */
     int poll_disable_cnt;
 
     /*
@@ -212,9 +238,16 @@ struct AioContext {
     bool epoll_enabled;
     /*
      * epoll refused an fd (EPERM for a regular file, ENOSPC, ...): stay on
-     * poll, no automatic upgrade.  Atomic; written under list_lock.
+     * poll, no automatic upgrade.  Atomic; written under list_mutex.
      */
     bool epoll_failed;
+
+    /*
+     * Set by an fd monitor that already emptied the notifier's eventfd when
+     * it reported it ready (io_uring's POLL_ADD -> READ chain), so that the
+     * notifier's handler skips its read().  Home thread.
+     */
+    bool notifier_drained;
 
     /* io_uring backend: opaque state owned by fdmon-io_uring.c. */
     void *fdmon_io_uring;
@@ -226,6 +259,8 @@ struct AioContext {
 /* async.c */
 /* Bind @ctx to the calling thread, or abort if another thread owns it. */
 void aio_context_bind_home(AioContext *ctx, const char *caller);
+/* True in @ctx's home thread (bound by aio_context_bind_home()). */
+bool aio_context_is_home(AioContext *ctx);
 /* The context dispatching callbacks in this thread (see aio_bh_enqueue). */
 /*
  * initial-exec: the library is loaded at start-up, not dlopen()ed late, so
@@ -234,13 +269,24 @@ void aio_context_bind_home(AioContext *ctx, const char *caller);
 #define AIOLOOP_TLS __thread __attribute__((tls_model("initial-exec")))
 extern AIOLOOP_TLS AioContext *aio_tls_dispatch_ctx;
 
+/* Home-thread walks of the handler lists (see AioContext.walking). */
+static inline void aio_walk_begin(AioContext *ctx)
+{
+    ctx->walking++;
+}
+
+static inline void aio_walk_end(AioContext *ctx)
+{
+    ctx->walking--;
+}
+
 /* aio-posix.c */
 void aio_add_ready_handler(AioHandlerList *ready_list, AioHandler *node,
                            int revents);
 /*
  * Hand back a node whose fdmon_owned was set: it is freed now if nobody walks
  * the handler list, else at the end of the outermost aio_poll().  Takes
- * list_lock's mutex itself, so call it without holding that mutex.
+ * list_mutex itself, so call it without holding that mutex.
  */
 void aio_handler_release(AioContext *ctx, AioHandler *node);
 bool aio_handler_is_deleted(const AioHandler *node);

@@ -6,7 +6,7 @@
  * O(1) however many fds are watched.  Like QEMU, a change never edits a
  * live node: it links a new node and retires the old one, marking it
  * deleted so no callback of it runs again.  The retired node's memory is
- * freed only when no aio_poll() can still see it (list_lock's count).
+ * freed only when no aio_poll() can still see it (see AioContext.walking).
  *
  * Adaptive polling follows QEMU (per-handler windows that grow from 4 us
  * by poll_grow and shrink by poll_shrink), with two changes that make it
@@ -30,7 +30,7 @@
 
 /* A polled handler with no success for this long leaves the polled list. */
 #define POLL_IDLE_INTERVAL_NS (7LL * 1000 * 1000 * 1000)
-/* Windows of poll_max_ns that may miss in a row before polling backs off. */
+/* Poll windows that may miss in a row before polling backs off. */
 #define POLL_MISS_LIMIT 4
 #define POLL_BACKOFF_MIN 64
 #define POLL_BACKOFF_MAX_SHIFT 10
@@ -105,7 +105,18 @@ static void fd_table_set(AioContext *ctx, int fd, AioHandler *node)
 }
 
 /*
- * Retire @node (list_lock's mutex held).  Returns true if the caller must
+ * May a node unlinked now be freed now?  Only in the home thread outside
+ * any walk: another thread cannot know, without a barrier on the loop's
+ * hot path, whether the home thread is between reading a node pointer and
+ * using it.  Called with list_mutex held.
+ */
+static bool aio_can_free_handler(AioContext *ctx)
+{
+    return aio_context_is_home(ctx) && ctx->walking == 0;
+}
+
+/*
+ * Retire @node (list_mutex held).  Returns true if the caller must
  * free it now; otherwise the last walker or the fd monitor frees it.
  */
 static bool aio_remove_fd_handler(AioContext *ctx, AioHandler *node)
@@ -115,13 +126,13 @@ static bool aio_remove_fd_handler(AioContext *ctx, AioHandler *node)
     if (node->fdmon_owned) {
         return false;
     }
-    if (qemu_lockcnt_count(&ctx->list_lock)) {
+    if (!aio_can_free_handler(ctx)) {
         QLIST_INSERT_HEAD_RCU(&ctx->deleted_aio_handlers, node, node_deleted);
         return false;
     }
     /*
-     * Nobody walks the lists (a new walker would wait for our mutex), so
-     * the node can go for real, including from the home thread's lists.
+     * The home thread, not walking: nobody else walks without the mutex,
+     * so the node can go for real, including from the home thread's lists.
      */
     QLIST_SAFE_REMOVE(node, node_poll);
     QLIST_REMOVE(node, node);
@@ -132,9 +143,9 @@ void aio_handler_release(AioContext *ctx, AioHandler *node)
 {
     bool free_now = false;
 
-    qemu_lockcnt_lock(&ctx->list_lock);
+    pthread_mutex_lock(&ctx->list_mutex);
     node->fdmon_owned = false;
-    if (qemu_lockcnt_count(&ctx->list_lock)) {
+    if (!aio_can_free_handler(ctx)) {
         QLIST_INSERT_HEAD_RCU(&ctx->deleted_aio_handlers, node, node_deleted);
     } else {
         QLIST_SAFE_REMOVE(node, node_ready);
@@ -142,7 +153,7 @@ void aio_handler_release(AioContext *ctx, AioHandler *node)
         QLIST_REMOVE(node, node);
         free_now = true;
     }
-    qemu_lockcnt_unlock(&ctx->list_lock);
+    pthread_mutex_unlock(&ctx->list_mutex);
     if (free_now) {
         free(node);
     }
@@ -190,10 +201,10 @@ void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read,
         }
     }
 
-    qemu_lockcnt_lock(&ctx->list_lock);
+    pthread_mutex_lock(&ctx->list_mutex);
     node = fd_table_get(ctx, fd);
     if (!node && !new_node) {
-        qemu_lockcnt_unlock(&ctx->list_lock);
+        pthread_mutex_unlock(&ctx->list_mutex);
         return;
     }
     if (node && !node->io_poll) {
@@ -211,7 +222,7 @@ void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read,
     if (node) {
         free_old = aio_remove_fd_handler(ctx, node);
     }
-    qemu_lockcnt_unlock(&ctx->list_lock);
+    pthread_mutex_unlock(&ctx->list_mutex);
     aio_notify(ctx);
 
     if (free_old) {
@@ -235,7 +246,7 @@ void aio_set_event_notifier_poll(AioContext *ctx, EventNotifier *notifier,
 {
     AioHandler *node;
 
-    qemu_lockcnt_lock(&ctx->list_lock);
+    pthread_mutex_lock(&ctx->list_mutex);
     node = fd_table_get(ctx, event_notifier_get_fd(notifier));
     if (node) {
         __atomic_store_n(&node->io_poll_begin,
@@ -245,7 +256,7 @@ void aio_set_event_notifier_poll(AioContext *ctx, EventNotifier *notifier,
                          (IOHandler *)(void (*)(void))io_poll_end,
                          __ATOMIC_RELAXED);
     }
-    qemu_lockcnt_unlock(&ctx->list_lock);
+    pthread_mutex_unlock(&ctx->list_mutex);
 }
 
 /* Free retired handlers; only the outermost walker can. */
@@ -261,16 +272,17 @@ static void aio_free_deleted_handlers(AioContext *ctx)
                          __ATOMIC_RELAXED)) {
         return;
     }
-    if (!qemu_lockcnt_dec_if_lock(&ctx->list_lock)) {
+    if (ctx->walking != 1) {
         return; /* nested: the parent frees them */
     }
+    pthread_mutex_lock(&ctx->list_mutex);
     while ((node = QLIST_FIRST(&ctx->deleted_aio_handlers))) {
         QLIST_REMOVE(node, node_deleted);
         QLIST_SAFE_REMOVE(node, node_poll);
         QLIST_REMOVE(node, node);
         free(node);
     }
-    qemu_lockcnt_inc_and_unlock(&ctx->list_lock);
+    pthread_mutex_unlock(&ctx->list_mutex);
 }
 
 void aio_handlers_cleanup(AioContext *ctx)
@@ -399,7 +411,15 @@ static bool try_poll_mode(AioContext *ctx, AioHandlerList *ready_list,
         max_ns = MAX(max_ns, node->poll.ns);
     }
     max_ns = qemu_soonest_timeout(*timeout, max_ns);
-    if (max_ns == 0 || ctx->fdmon_ops->need_wait(ctx)) {
+    if (max_ns == 0) {
+        return false;
+    }
+    if (ctx->fdmon_ops->flush && ctx->fdmon_ops->flush(ctx, ready_list)) {
+        /* Events are ready already: no polling, and no miss either. */
+        *timeout = 0;
+        return false;
+    }
+    if (ctx->fdmon_ops->need_wait(ctx)) {
         return false;
     }
 
@@ -447,7 +467,12 @@ static void adjust_polling_time(AioContext *ctx, AioPolledState *poll,
     if (hit) {
         poll->misses = 0;
         poll->backoff_shift = 0;
-    } else if (missed && poll->ns >= max_ns) {
+    } else if (missed) {
+        /*
+         * Any window size counts: growing by doubling from 4 us, the window
+         * can stop just short of the maximum (32000 vs 32768 ns) and a
+         * "misses at the maximum" rule would then never fire.
+         */
         if (++poll->misses >= POLL_MISS_LIMIT) {
             /*
              * Spinning keeps not paying (typically: the thread that would
@@ -595,7 +620,7 @@ void aio_dispatch(AioContext *ctx)
 
     aio_context_bind_home(ctx, "aio_dispatch");
     aio_tls_dispatch_ctx = ctx;
-    qemu_lockcnt_inc(&ctx->list_lock);
+    aio_walk_begin(ctx);
     aio_notify_accept(ctx);
     if (ctx->fdmon_ops->dispatch) {
         ctx->fdmon_ops->dispatch(ctx);
@@ -604,7 +629,7 @@ void aio_dispatch(AioContext *ctx)
     ctx->fdmon_ops->wait(ctx, &ready_list, 0);
     aio_dispatch_ready_handlers(ctx, &ready_list, -1, false);
     aio_free_deleted_handlers(ctx);
-    qemu_lockcnt_dec(&ctx->list_lock);
+    aio_walk_end(ctx);
     timerlistgroup_run_timers(&ctx->tlg);
     aio_tls_dispatch_ctx = saved;
 }
@@ -615,7 +640,8 @@ bool aio_prepare(AioContext *ctx)
     bool progress = false;
     bool found;
 
-    qemu_lockcnt_inc(&ctx->list_lock);
+    aio_context_bind_home(ctx, "aio_prepare");
+    aio_walk_begin(ctx);
     /* One pass of the poll handlers; nothing is dispatched here. */
     poll_set_started(ctx, &ready_list, false, &progress);
     found = run_poll_handlers_once(ctx, &ready_list, aio_clock_ns(),
@@ -626,7 +652,7 @@ bool aio_prepare(AioContext *ctx)
         QLIST_REMOVE(node, node_ready);
         node->poll_ready = false;
     }
-    qemu_lockcnt_dec(&ctx->list_lock);
+    aio_walk_end(ctx);
     return found;
 }
 
@@ -635,10 +661,11 @@ bool aio_pending(AioContext *ctx)
     AioHandlerList ready_list = { NULL };
     bool result;
 
+    aio_context_bind_home(ctx, "aio_pending");
     if (aio_compute_timeout(ctx) == 0) {
         return true;
     }
-    qemu_lockcnt_inc(&ctx->list_lock);
+    aio_walk_begin(ctx);
     result = ctx->fdmon_ops->wait(ctx, &ready_list, 0) > 0;
     while (!QLIST_EMPTY(&ready_list)) {
         AioHandler *node = QLIST_FIRST(&ready_list);
@@ -646,7 +673,7 @@ bool aio_pending(AioContext *ctx)
         QLIST_REMOVE(node, node_ready);
         node->revents = 0;
     }
-    qemu_lockcnt_dec(&ctx->list_lock);
+    aio_walk_end(ctx);
     return result;
 }
 
@@ -674,7 +701,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     aio_tls_dispatch_ctx = NULL;
 
     /* Phase 1: become a walker of the handler list. */
-    qemu_lockcnt_inc(&ctx->list_lock);
+    aio_walk_begin(ctx);
     gen = __atomic_load_n(&ctx->poll_params_gen, __ATOMIC_ACQUIRE);
     if (unlikely(gen != ctx->poll_params_seen)) {
         ctx->poll_params_seen = gen;
@@ -750,7 +777,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     progress |= aio_bh_poll(ctx);
     progress |= aio_dispatch_ready_handlers(ctx, &ready_list, block_ns, missed);
     aio_free_deleted_handlers(ctx);
-    qemu_lockcnt_dec(&ctx->list_lock);
+    aio_walk_end(ctx);
     progress |= timerlistgroup_run_timers(&ctx->tlg);
     aio_tls_dispatch_ctx = saved_dispatch;
 
@@ -763,11 +790,9 @@ int64_t aioloop_context_get_poll_ns(AioContext *ctx)
     AioHandler *node;
     int64_t max_ns = 0;
 
-    /* As a walker, so a concurrent removal defers its free. */
-    qemu_lockcnt_inc(&ctx->list_lock);
+    /* Home thread (documented), so the list cannot change under us. */
     QLIST_FOREACH(node, &ctx->poll_aio_handlers, node_poll) {
         max_ns = MAX(max_ns, node->poll.ns);
     }
-    qemu_lockcnt_dec(&ctx->list_lock);
     return max_ns;
 }

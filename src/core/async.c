@@ -129,6 +129,12 @@ static void aio_timerlist_notify(void *opaque, QEMUClockType type)
 
 static void aio_context_notifier_cb(EventNotifier *e)
 {
+    AioContext *ctx = container_of(e, AioContext, notifier);
+
+    if (ctx->notifier_drained) {
+        ctx->notifier_drained = false;
+        return;
+    }
     event_notifier_test_and_clear(e);
 }
 
@@ -162,12 +168,20 @@ static void aio_bh_enqueue(QEMUBH *bh, unsigned new_flags)
      * run and be freed by the home thread.
      */
     old_flags = qatomic_fetch_or(&bh->flags, BH_PENDING | new_flags);
+    if (aio_tls_dispatch_ctx == ctx) {
+        /*
+         * Home thread, dispatching: the loop recomputes its timeout before
+         * it can block again, so no wake-up, and no CAS for the list.
+         */
+        if (!(old_flags & BH_PENDING)) {
+            QSLIST_INSERT_HEAD(&ctx->bh_local, bh, next);
+        }
+        return;
+    }
     if (!(old_flags & BH_PENDING)) {
         QSLIST_INSERT_HEAD_ATOMIC(&ctx->bh_list, bh, next);
     }
-    if (aio_tls_dispatch_ctx != ctx) {
-        aio_notify(ctx);
-    }
+    aio_notify(ctx);
 }
 
 /* Only the home thread removes BHs from a list, one consumer at a time. */
@@ -257,11 +271,28 @@ int aio_bh_poll(AioContext *ctx)
 {
     BHListSlice slice;
     BHListSlice *s;
+    QEMUBH *remote;
     int ret = 0;
     uint64_t runs = 0;
 
-    /* Pairs with QSLIST_INSERT_HEAD_ATOMIC() in aio_bh_enqueue(). */
-    QSLIST_MOVE_ATOMIC(&slice.bh_list, &ctx->bh_list);
+    /*
+     * Nothing new and no outer slice left unfinished: skip the exchange.
+     * A BH enqueued right after this load has set "notified" (or is our
+     * own, from this thread's dispatch), so the next aio_poll() won't block.
+     */
+    remote = __atomic_load_n(&ctx->bh_list.slh_first, __ATOMIC_ACQUIRE);
+    if (!remote && QSLIST_EMPTY(&ctx->bh_local) &&
+        QSIMPLEQ_EMPTY(&ctx->bh_slice_list)) {
+        return 0;
+    }
+
+    slice.bh_list = ctx->bh_local;
+    QSLIST_INIT(&ctx->bh_local);
+    QSLIST_INIT(&slice.bh_list_remote);
+    if (remote) {
+        /* Pairs with QSLIST_INSERT_HEAD_ATOMIC() in aio_bh_enqueue(). */
+        QSLIST_MOVE_ATOMIC(&slice.bh_list_remote, &ctx->bh_list);
+    }
     QSIMPLEQ_INSERT_TAIL(&ctx->bh_slice_list, &slice, next);
 
     /*
@@ -273,6 +304,9 @@ int aio_bh_poll(AioContext *ctx)
         unsigned flags;
 
         bh = aio_bh_dequeue(&s->bh_list, &flags);
+        if (!bh) {
+            bh = aio_bh_dequeue(&s->bh_list_remote, &flags);
+        }
         if (!bh) {
             QSIMPLEQ_REMOVE_HEAD(&ctx->bh_slice_list, next);
             continue;
@@ -355,8 +389,14 @@ int64_t aio_compute_timeout(AioContext *ctx)
     if (timeout == 0) {
         return 0;
     }
+    /* Home thread only: bh_local and the slices are its own. */
+    timeout = qemu_soonest_timeout(timeout, bh_list_timeout(&ctx->bh_local));
+    if (timeout == 0) {
+        return 0;
+    }
     QSIMPLEQ_FOREACH(s, &ctx->bh_slice_list, next) {
-        int64_t t = bh_list_timeout(&s->bh_list);
+        int64_t t = qemu_soonest_timeout(bh_list_timeout(&s->bh_list),
+                                         bh_list_timeout(&s->bh_list_remote));
 
         if (t == 0) {
             return 0;
@@ -419,6 +459,11 @@ void aio_context_bind_home(AioContext *ctx, const char *caller)
                  "home thread %d; only the home thread may run its loop",
                  caller, me, (void *)ctx, home);
     abort();
+}
+
+bool aio_context_is_home(AioContext *ctx)
+{
+    return qatomic_read(&ctx->home_tid) == current_tid();
 }
 
 bool in_aio_context_home_thread(AioContext *ctx)
@@ -489,12 +534,13 @@ AioContext *aio_context_new(Error **errp)
     pthread_mutex_init(&ctx->lock, &attr);
     pthread_mutexattr_destroy(&attr);
     pthread_mutex_init(&ctx->bh_all_lock, NULL);
-    qemu_lockcnt_init(&ctx->list_lock);
+    pthread_mutex_init(&ctx->list_mutex, NULL);
     QLIST_INIT(&ctx->aio_handlers);
     QLIST_INIT(&ctx->deleted_aio_handlers);
     QLIST_INIT(&ctx->poll_aio_handlers);
     QLIST_INIT(&ctx->bh_all);
     QSLIST_INIT(&ctx->bh_list);
+    QSLIST_INIT(&ctx->bh_local);
     QSLIST_INIT(&ctx->submit_list);
     QSIMPLEQ_INIT(&ctx->bh_slice_list);
     ctx->thread_pool_min = 0;
@@ -544,7 +590,8 @@ static void aio_context_finalize(AioContext *ctx)
         abort();
     }
     /* A pending BH that is not deleted (one-shots included) is lost work. */
-    while ((bh = aio_bh_dequeue(&ctx->bh_list, &flags))) {
+    while ((bh = aio_bh_dequeue(&ctx->bh_list, &flags)) ||
+           (bh = aio_bh_dequeue(&ctx->bh_local, &flags))) {
         if (!(flags & BH_DELETED)) {
             bh_leaked(bh);
         }
@@ -562,7 +609,7 @@ static void aio_context_finalize(AioContext *ctx)
     aio_handlers_cleanup(ctx);
     timerlistgroup_deinit(&ctx->tlg);
     event_notifier_cleanup(&ctx->notifier);
-    qemu_lockcnt_destroy(&ctx->list_lock);
+    pthread_mutex_destroy(&ctx->list_mutex);
     pthread_mutex_destroy(&ctx->bh_all_lock);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);

@@ -935,8 +935,13 @@ bool timerlistgroup_run_timers(QEMUTimerListGroup *tlg)
 {
     bool progress = false;
 
+    /* Runs every aio_poll(): test the heads here, call only when armed. */
     for (int type = 0; type < QEMU_CLOCK_MAX; type++) {
-        progress |= timerlist_run_timers(tlg->tl[type]);
+        QEMUTimerList *tl = tlg->tl[type];
+
+        if (qatomic_read(&tl->head_expire) >= 0) {
+            progress |= timerlist_run_timers(tl);
+        }
     }
     return progress;
 }

@@ -7,7 +7,7 @@
  *   the node, level-triggered.  Handlers with no events (only io_poll) are
  *   left out of the set, as the poll backend leaves them out of its array.
  * - A node pointer reported by epoll_wait() is always safe to follow: a
- *   node leaves the set (DEL, or MOD to its replacement) under list_lock
+ *   node leaves the set (DEL, or MOD to its replacement) under list_mutex
  *   before it is retired, and a retired node is freed only once no
  *   aio_poll() walks the list, and wait() runs inside aio_poll().
  * - Contexts start on poll (registration is free there) and the poll
@@ -19,7 +19,7 @@
  *   in epoll_wait() on the set right now, so closing the fd or switching
  *   backends under it would race.  The home thread's next wait() sees the
  *   flag, switches the context to poll and closes the epoll fd (under
- *   list_lock's mutex, so no update() uses the fd meanwhile), and the
+ *   list_mutex, so no update() uses the fd meanwhile), and the
  *   handler keeps working.  Such a failure also sets epoll_failed so the
  *   context does not upgrade again and fail again at every wait; a failed
  *   DEL does not (it happens when a handler's fd was closed before the
@@ -90,8 +90,8 @@ void fdmon_epoll_disable(AioContext *ctx)
 }
 
 /*
- * The set no longer mirrors the handler list.  Any thread, list_lock's
- * mutex held; see the comment at the top for why nothing else happens here.
+ * The set no longer mirrors the handler list.  Any thread, list_mutex
+ * held; see the comment at the top for why nothing else happens here.
  * The caller of update() calls aio_notify() next, which wakes a home thread
  * blocked in epoll_wait() (the notifier's eventfd is still in the set).
  */
@@ -134,12 +134,12 @@ static void fdmon_epoll_update(AioContext *ctx, AioHandler *old_node,
 static int epoll_fall_back_to_poll(AioContext *ctx, AioHandlerList *ready_list,
                                    int64_t timeout)
 {
-    qemu_lockcnt_lock(&ctx->list_lock);
+    pthread_mutex_lock(&ctx->list_mutex);
     if (!qatomic_read(&ctx->epoll_enabled) &&
         ctx->fdmon_ops == &fdmon_epoll_ops) {
         fdmon_epoll_disable(ctx);
     }
-    qemu_lockcnt_unlock(&ctx->list_lock);
+    pthread_mutex_unlock(&ctx->list_mutex);
     return ctx->fdmon_ops->wait(ctx, ready_list, timeout);
 }
 
@@ -201,12 +201,12 @@ static int fdmon_epoll_wait(AioContext *ctx, AioHandlerList *ready_list,
     /*
      * The node pointers came through the kernel, which orders them after
      * the epoll_ctl() that registered them; TSan cannot see that edge.  The
-     * registering thread held list_lock's mutex around epoll_ctl(), so
+     * registering thread held list_mutex around epoll_ctl(), so
      * taking it once gives TSan the same happens-before.
      */
     if (ret > 0) {
-        qemu_lockcnt_lock(&ctx->list_lock);
-        qemu_lockcnt_unlock(&ctx->list_lock);
+        pthread_mutex_lock(&ctx->list_mutex);
+        pthread_mutex_unlock(&ctx->list_mutex);
     }
 #endif
     for (int i = 0; i < ret; i++) {
@@ -229,7 +229,7 @@ static bool fdmon_epoll_need_wait(AioContext *ctx)
     return aio_poll_disabled(ctx) || !qatomic_read(&ctx->epoll_enabled);
 }
 
-/* list_lock's mutex held (or @ctx not shared yet), no epoll_wait() running. */
+/* list_mutex held (or @ctx not shared yet), no epoll_wait() running. */
 static int epoll_setup_locked(AioContext *ctx)
 {
     AioHandler *node;
@@ -273,9 +273,9 @@ int fdmon_epoll_setup(AioContext *ctx)
 {
     int ret;
 
-    qemu_lockcnt_lock(&ctx->list_lock);
+    pthread_mutex_lock(&ctx->list_mutex);
     ret = epoll_setup_locked(ctx);
-    qemu_lockcnt_unlock(&ctx->list_lock);
+    pthread_mutex_unlock(&ctx->list_mutex);
     return ret;
 }
 
@@ -293,24 +293,25 @@ bool fdmon_epoll_try_upgrade(AioContext *ctx, int npfd)
      * into the epoll set, and no parent iteration holds a ready list built
      * by the poll backend.  Nested: stay on poll, try again later.
      */
-    if (!qemu_lockcnt_dec_if_lock(&ctx->list_lock)) {
+    if (ctx->walking != 1) {
         return false;
     }
+    pthread_mutex_lock(&ctx->list_mutex);
     ok = epoll_setup_locked(ctx) == 0;
     if (!ok) {
         /* An fd epoll refuses: don't pay for a failed attempt every wait. */
         qatomic_set(&ctx->epoll_failed, true);
     }
-    qemu_lockcnt_inc_and_unlock(&ctx->list_lock);
+    pthread_mutex_unlock(&ctx->list_mutex);
     return ok;
 }
 
 static void fdmon_epoll_destroy(AioContext *ctx)
 {
     /* The mutex keeps a concurrent update() off the fd being closed. */
-    qemu_lockcnt_lock(&ctx->list_lock);
+    pthread_mutex_lock(&ctx->list_mutex);
     fdmon_epoll_disable(ctx);
-    qemu_lockcnt_unlock(&ctx->list_lock);
+    pthread_mutex_unlock(&ctx->list_mutex);
 }
 
 const FDMonOps fdmon_epoll_ops = {

@@ -8,7 +8,7 @@
  *   queues a new POLL_ADD, which the kernel evaluates when it is submitted
  *   (after the handlers ran), so readiness is level-triggered like poll(2).
  *
- * - update() runs in any thread under list_lock and never touches the
+ * - update() runs in any thread under list_mutex and never touches the
  *   ring: it only flags the node (FDMON_IO_URING_ADD for a new node,
  *   FDMON_IO_URING_REMOVE for a retired one) and pushes it on
  *   ctx->submit_list with a lock-free push.  FDMON_IO_URING_PENDING says
@@ -78,11 +78,15 @@
 enum {
     FDMON_IO_URING_ARMED = 1u << 8,
     FDMON_IO_URING_REMOVED = 1u << 9,
+    /* The armed request is the notifier's POLL_ADD -> READ chain. */
+    FDMON_IO_URING_READ = 1u << 10,
 };
 
 /* user_data values that carry no node (see the tags above). */
 #define UDATA_TAG_MASK 7u
 #define UDATA_POLL_REMOVE 1u
+/* node | UDATA_LINKED_POLL: the POLL_ADD in front of the notifier's READ. */
+#define UDATA_LINKED_POLL 2u
 
 typedef struct FDMonIoUring {
     struct io_uring ring;
@@ -91,6 +95,9 @@ typedef struct FDMonIoUring {
      * linked by node_fdmon.  Home thread; destroy() releases what is left.
      */
     AioHandlerList zombies;
+    /* Where the notifier's READ puts the eventfd counter (discarded). */
+    uint64_t notifier_buf;
+    bool cqe_skip; /* IORING_FEAT_CQE_SKIP */
 } FDMonIoUring;
 
 static inline FDMonIoUring *state(AioContext *ctx)
@@ -131,7 +138,7 @@ static void fdmon_io_uring_update(AioContext *ctx, AioHandler *old_node,
          * Whether a POLL_ADD naming @old_node is in flight, or about to be
          * submitted, only the home thread knows: it keeps the node and
          * releases it once no completion can name it (see the top).  The
-         * release takes list_lock, so it cannot overtake this update.
+         * release takes list_mutex, so it cannot overtake this update.
          */
         old_node->fdmon_owned = true;
         enqueue(ctx, old_node, FDMON_IO_URING_REMOVE);
@@ -144,12 +151,55 @@ static void release_node(AioContext *ctx, AioHandler *node)
     aio_handler_release(ctx, node);
 }
 
-static void arm(AioHandler *node, struct io_uring_sqe *sqe)
+/* An SQE that make_room() (or the caller's own check) guaranteed. */
+static struct io_uring_sqe *reserved_sqe(AioContext *ctx)
 {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&state(ctx)->ring);
+
+    if (unlikely(!sqe)) {
+        error_report("fdmon-io_uring: no free SQE after make_room()");
+        abort();
+    }
+    return sqe;
+}
+
+/*
+ * The context's own eventfd gets a POLL_ADD linked to a READ: the kernel
+ * consumes the counter when it wakes us, so aio_notify() costs the woken
+ * thread one io_uring_enter() instead of io_uring_enter() + read(), the
+ * same two syscalls per wake-up as a bare eventfd ping-pong.  (A READ
+ * alone would not do: the eventfd is O_NONBLOCK, so it would complete at
+ * once with -EAGAIN instead of waiting.)
+ */
+static bool is_notifier(AioContext *ctx, AioHandler *node)
+{
+    return node->opaque == &ctx->notifier && node->fd == ctx->notifier.rfd &&
+           ctx->notifier.rfd == ctx->notifier.wfd;
+}
+
+static unsigned sqes_needed(AioContext *ctx, AioHandler *node)
+{
+    return is_notifier(ctx, node) ? 2 : 1;
+}
+
+/* @sqe, and for the notifier a second SQE, were reserved by the caller. */
+static void arm(AioContext *ctx, AioHandler *node, struct io_uring_sqe *sqe)
+{
+    FDMonIoUring *s = state(ctx);
+    unsigned flags = FDMON_IO_URING_ARMED;
+
     io_uring_prep_poll_add(sqe, node->fd,
                            (unsigned)(unsigned short)node->events);
+    if (is_notifier(ctx, node)) {
+        io_uring_sqe_set_data64(sqe, (uintptr_t)node | UDATA_LINKED_POLL);
+        sqe->flags |= IOSQE_IO_LINK | (s->cqe_skip ? IOSQE_CQE_SKIP_SUCCESS : 0);
+        sqe = reserved_sqe(ctx);
+        io_uring_prep_read(sqe, node->fd, &s->notifier_buf,
+                           sizeof(s->notifier_buf), 0);
+        flags |= FDMON_IO_URING_READ;
+    }
     io_uring_sqe_set_data(sqe, node);
-    qatomic_fetch_or(&node->fdmon_flags, FDMON_IO_URING_ARMED);
+    qatomic_fetch_or(&node->fdmon_flags, flags);
 }
 
 /*
@@ -159,10 +209,10 @@ static void arm(AioHandler *node, struct io_uring_sqe *sqe)
  */
 static void rearm(AioContext *ctx, AioHandler *node)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&state(ctx)->ring);
+    struct io_uring *ring = &state(ctx)->ring;
 
-    if (sqe) {
-        arm(node, sqe);
+    if (io_uring_sq_space_left(ring) >= sqes_needed(ctx, node)) {
+        arm(ctx, node, reserved_sqe(ctx));
     } else {
         enqueue(ctx, node, FDMON_IO_URING_ADD);
     }
@@ -184,7 +234,8 @@ static bool process_cqe(AioContext *ctx, AioHandlerList *ready_list,
         return false;
     }
     node = (AioHandler *)(uintptr_t)user_data;
-    flags = qatomic_fetch_and(&node->fdmon_flags, ~FDMON_IO_URING_ARMED);
+    flags = qatomic_fetch_and(&node->fdmon_flags,
+                              ~(FDMON_IO_URING_ARMED | FDMON_IO_URING_READ));
     assert(flags & FDMON_IO_URING_ARMED);
 
     if (flags & FDMON_IO_URING_REMOVED) {
@@ -209,6 +260,11 @@ static bool process_cqe(AioContext *ctx, AioHandlerList *ready_list,
             rearm(ctx, node);
         }
         return false;
+    }
+    if (flags & FDMON_IO_URING_READ) {
+        /* The READ emptied the eventfd: its handler must not read again. */
+        ctx->notifier_drained = true;
+        res = POLLIN;
     }
     aio_add_ready_handler(ready_list, node, res);
     rearm(ctx, node);
@@ -259,12 +315,13 @@ static int reap(AioContext *ctx, AioHandlerList *ready_list)
  * Make sure the SQ has a free entry, submitting what it holds if needed.
  * Returns false if the kernel takes nothing right now.
  */
-static bool make_room(AioContext *ctx, AioHandlerList *ready_list, int *count)
+static bool make_room(AioContext *ctx, AioHandlerList *ready_list, int *count,
+                      unsigned need)
 {
     struct io_uring *ring = &state(ctx)->ring;
     int ret;
 
-    if (io_uring_sq_space_left(ring)) {
+    if (io_uring_sq_space_left(ring) >= need) {
         return true;
     }
     ret = io_uring_submit(ring);
@@ -273,19 +330,7 @@ static bool make_room(AioContext *ctx, AioHandlerList *ready_list, int *count)
         *count += reap(ctx, ready_list);
         io_uring_submit(ring);
     }
-    return io_uring_sq_space_left(ring) != 0;
-}
-
-/* An SQE that make_room() guaranteed. */
-static struct io_uring_sqe *reserved_sqe(AioContext *ctx)
-{
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&state(ctx)->ring);
-
-    if (unlikely(!sqe)) {
-        error_report("fdmon-io_uring: no free SQE after make_room()");
-        abort();
-    }
-    return sqe;
+    return io_uring_sq_space_left(ring) >= need;
 }
 
 /* The retired @node's REMOVE (@flags: its flags before clearing REMOVE). */
@@ -302,7 +347,9 @@ static void start_removal(AioContext *ctx, AioHandler *node, unsigned flags)
     qatomic_fetch_or(&node->fdmon_flags, FDMON_IO_URING_REMOVED);
     QLIST_INSERT_HEAD(&s->zombies, node, node_fdmon);
     sqe = reserved_sqe(ctx);
-    io_uring_prep_poll_remove(sqe, (uint64_t)(uintptr_t)node);
+    io_uring_prep_poll_remove(sqe, (uint64_t)(uintptr_t)node |
+                              ((flags & FDMON_IO_URING_READ) ?
+                               UDATA_LINKED_POLL : 0));
     io_uring_sqe_set_data64(sqe, UDATA_POLL_REMOVE);
 }
 
@@ -332,7 +379,7 @@ static void fill_sq_ring(AioContext *ctx, AioHandlerList *ready_list,
     while ((node = QSLIST_FIRST(&list))) {
         unsigned flags;
 
-        if (!make_room(ctx, ready_list, count)) {
+        if (!make_room(ctx, ready_list, count, 2)) {
             requeue(ctx, &list);
             return;
         }
@@ -347,7 +394,7 @@ static void fill_sq_ring(AioContext *ctx, AioHandlerList *ready_list,
         } else if ((flags & FDMON_IO_URING_ADD) &&
                    !(flags & (FDMON_IO_URING_ARMED | FDMON_IO_URING_REMOVED)) &&
                    node->events && !aio_handler_is_deleted(node)) {
-            arm(node, reserved_sqe(ctx));
+            arm(ctx, node, reserved_sqe(ctx));
         }
     }
 }
@@ -399,6 +446,27 @@ static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerList *ready_list,
     return count;
 }
 
+/*
+ * Arm what the submit list holds without waiting, so that busy-polling can
+ * go on: otherwise need_wait() stays true after every wake-up (the
+ * one-shot POLL_ADD of the fd that woke us is queued for re-arming) and
+ * aio_poll() would block without polling.  Errors are left for wait().
+ */
+static int fdmon_io_uring_flush(AioContext *ctx, AioHandlerList *ready_list)
+{
+    struct io_uring *ring = &state(ctx)->ring;
+    int count = 0;
+
+    if (submit_list_empty(ctx) && !io_uring_sq_ready(ring)) {
+        return 0;
+    }
+    fill_sq_ring(ctx, ready_list, &count);
+    if (io_uring_sq_ready(ring)) {
+        io_uring_submit(ring);
+    }
+    return count + reap(ctx, ready_list);
+}
+
 static bool fdmon_io_uring_need_wait(AioContext *ctx)
 {
     struct io_uring *ring = &state(ctx)->ring;
@@ -428,7 +496,7 @@ static void fdmon_io_uring_destroy(AioContext *ctx)
      * Under the mutex, so an update() racing with us goes to the poll
      * backend, not to a submit list nobody reads any more.
      */
-    qemu_lockcnt_lock(&ctx->list_lock);
+    pthread_mutex_lock(&ctx->list_mutex);
     qatomic_set(&ctx->fdmon_ops, &fdmon_poll_ops);
     ctx->fdmon_io_uring = NULL;
     QSLIST_MOVE_ATOMIC(&list, &ctx->submit_list);
@@ -438,7 +506,7 @@ static void fdmon_io_uring_destroy(AioContext *ctx)
             qatomic_set(&node->fdmon_flags, 0);
         }
     }
-    qemu_lockcnt_unlock(&ctx->list_lock);
+    pthread_mutex_unlock(&ctx->list_mutex);
 
     /* aio_handler_release() takes the mutex itself. */
     while ((node = QSLIST_FIRST(&list))) {
@@ -459,10 +527,11 @@ const FDMonOps fdmon_io_uring_ops = {
     .update = fdmon_io_uring_update,
     .wait = fdmon_io_uring_wait,
     .need_wait = fdmon_io_uring_need_wait,
+    .flush = fdmon_io_uring_flush,
     .destroy = fdmon_io_uring_destroy,
 };
 
-static int ring_init(struct io_uring *ring)
+static int ring_init(struct io_uring *ring, unsigned *features)
 {
     struct io_uring_params params;
     int ret;
@@ -493,6 +562,7 @@ static int ring_init(struct io_uring *ring)
         io_uring_queue_exit(ring);
         return -ENOSYS;
     }
+    *features = params.features;
     return 0;
 }
 
@@ -500,20 +570,22 @@ int fdmon_io_uring_setup(AioContext *ctx)
 {
     FDMonIoUring *s;
     AioHandler *node;
+    unsigned features;
     int ret;
 
     s = calloc(1, sizeof(*s));
     if (!s) {
         return -ENOMEM;
     }
-    ret = ring_init(&s->ring);
+    ret = ring_init(&s->ring, &features);
     if (ret < 0) {
         free(s);
         return ret;
     }
+    s->cqe_skip = features & IORING_FEAT_CQE_SKIP;
     QLIST_INIT(&s->zombies);
 
-    qemu_lockcnt_lock(&ctx->list_lock);
+    pthread_mutex_lock(&ctx->list_mutex);
     ctx->fdmon_io_uring = s;
     /* Registered by the home thread's first wait(). */
     QLIST_FOREACH(node, &ctx->aio_handlers, node) {
@@ -522,6 +594,6 @@ int fdmon_io_uring_setup(AioContext *ctx)
         }
     }
     qatomic_set(&ctx->fdmon_ops, &fdmon_io_uring_ops);
-    qemu_lockcnt_unlock(&ctx->list_lock);
+    pthread_mutex_unlock(&ctx->list_mutex);
     return 0;
 }

@@ -96,6 +96,16 @@ static inline AioContext *test_aio_context_new(void)
         TEST_FAIL_("aio_context_new returned a context and set an Error: %s",
                    error_get_pretty(err));
     }
+    /* A forced monitor must be the one running: no silent fallback. */
+    {
+        const char *forced = getenv("AIOLOOP_FDMON");
+
+        if (forced && forced[0] &&
+            strcmp(forced, aioloop_context_fdmon_name(ctx)) != 0) {
+            TEST_FAIL_("AIOLOOP_FDMON=%s but the context runs %s", forced,
+                       aioloop_context_fdmon_name(ctx));
+        }
+    }
     if (!printed) {
         printed = true;
         printf("# fdmon: %s\n", aioloop_context_fdmon_name(ctx));

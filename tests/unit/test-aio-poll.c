@@ -1052,6 +1052,107 @@ TEST(adaptive_poll_calls_io_poll_ready)
     aio_context_unref(ctx);
 }
 
+/*
+ * A wake-up through the fd must not end polling for the next iteration:
+ * with io_uring the fd's one-shot poll request is queued for re-arming
+ * after every such dispatch, and that alone must not make aio_poll() block
+ * without polling first.
+ */
+TEST(poll_continues_after_fd_wakeup)
+{
+    AioContext *ctx = test_aio_context_new();
+    Pollable p = { .fd = test_eventfd() };
+    Error *err = NULL;
+    bool rescued;
+
+    aio_context_set_poll_params(ctx, 1000000, 0, 0, &err);
+    ASSERT_NULL(err);
+    aio_set_fd_handler(ctx, p.fd, pollable_read, NULL, pollable_poll,
+                       pollable_ready, &p);
+    grow_poll_window(ctx, kick_eventfd, &p.fd, &p.reads);
+
+    test_watchdog("poll after fd wake-up", WATCHDOG_S);
+    for (int round = 1; round <= 3; round++) {
+        unsigned reads = p.reads;
+
+        /* Delivered by the fd monitor (io_poll says no). */
+        test_eventfd_write(p.fd);
+        while (p.reads == reads) {
+            aio_poll(ctx, true);
+        }
+        /* The very next blocking poll finds the flag by polling. */
+        __atomic_store_n(&p.flag, true, __ATOMIC_RELEASE);
+        poll_once_with_rescue(ctx, p.fd, &rescued);
+        if (rescued) {
+            TEST_FAIL_("round %d: aio_poll blocked in the kernel right after "
+                       "an fd wake-up instead of polling", round);
+        }
+        ASSERT_UINT(p.poll_readies, ==, (unsigned)round);
+    }
+    test_watchdog_cancel();
+
+    aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
+    close(p.fd);
+    aio_context_unref(ctx);
+}
+
+/*
+ * Windows that keep missing (the event only comes once we block, as when
+ * the producer shares our CPU) must switch polling off for a while, whatever
+ * size they reached: doubling from 4 us never lands exactly on poll_max_ns.
+ */
+TEST(adaptive_poll_backs_off_after_missed_windows)
+{
+    AioContext *ctx = test_aio_context_new();
+    Pollable p = { .fd = test_eventfd() };
+    Error *err = NULL;
+    int64_t window[40];
+    int first_off = -1;
+
+    /*
+     * A maximum no wake-up reaches (the rescue thread notices a sleeping
+     * thread within milliseconds): the window can only shrink to zero, and
+     * stay there, by the miss rule.
+     */
+    aio_context_set_poll_params(ctx, 1000LL * 1000 * 1000, 0, 0, &err);
+    ASSERT_NULL(err);
+    aio_set_fd_handler(ctx, p.fd, pollable_read, NULL, pollable_poll,
+                       pollable_ready, &p);
+    grow_poll_window(ctx, kick_eventfd, &p.fd, &p.reads);
+
+    test_watchdog("poll back-off", WATCHDOG_S);
+    for (int i = 0; i < 40; i++) {
+        unsigned before = p.reads;
+
+        /*
+         * io_poll never succeeds, and the fd is written only once we
+         * block: every window misses.
+         */
+        while (p.reads == before) {
+            bool rescued;
+
+            poll_once_with_rescue(ctx, p.fd, &rescued);
+        }
+        window[i] = aioloop_context_get_poll_ns(ctx);
+        if (window[i] == 0 && first_off < 0) {
+            first_off = i;
+        }
+    }
+    test_watchdog_cancel();
+    printf("# polling off after %d missed windows\n", first_off + 1);
+    ASSERT_INT(first_off, >=, 0);
+    ASSERT_INT(first_off, <, 8);
+    /* Backed off, not merely shrunk: it stays off for a while. */
+    for (int i = first_off; i < first_off + 32; i++) {
+        ASSERT_INT(window[i], ==, 0);
+    }
+    ASSERT_UINT(p.poll_readies, ==, 0);
+
+    aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
+    close(p.fd);
+    aio_context_unref(ctx);
+}
+
 TEST(io_poll_without_io_poll_ready_is_dropped)
 {
     AioContext *ctx = test_aio_context_new();
@@ -1335,6 +1436,8 @@ RUN_TESTS(T(fd_read_level_triggered_pipe),
           T(event_notifier_read),
           T(event_notifier_poll_begin_end),
           T(adaptive_poll_calls_io_poll_ready),
+          T(poll_continues_after_fd_wakeup),
+          T(adaptive_poll_backs_off_after_missed_windows),
           T(io_poll_without_io_poll_ready_is_dropped),
           T(poll_disabled_tracks_handlers),
           T(nonblocking_poll_all_pollable_makes_no_syscall),
