@@ -12,5 +12,6 @@
 #include <aioloop/event-notifier.h>
 #include <aioloop/timer.h>
 #include <aioloop/aio.h>
+#include <aioloop/iov.h>
 
 #endif

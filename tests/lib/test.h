@@ -55,6 +55,20 @@
 #define ASSERT_PTR_NE(a, b)   ASSERT_CMP_(const void *, "p", a, !=, b)
 #define ASSERT_NULL(a)        ASSERT_PTR_EQ(a, NULL)
 #define ASSERT_NOT_NULL(a)    ASSERT_PTR_NE(a, NULL)
+/* @n bytes at @a and @b are equal; reports the first difference. */
+#define ASSERT_MEM_EQ(a, b, n)                                             \
+    do {                                                                   \
+        const unsigned char *ma_ = (const void *)(a);                      \
+        const unsigned char *mb_ = (const void *)(b);                      \
+        size_t mn_ = (n);                                                  \
+        for (size_t mi_ = 0; mi_ < mn_; mi_++) {                           \
+            if (ma_[mi_] != mb_[mi_]) {                                    \
+                TEST_FAIL_("%s and %s differ at byte %zu of %zu: "         \
+                           "0x%02x vs 0x%02x", #a, #b, mi_, mn_,           \
+                           ma_[mi_], mb_[mi_]);                            \
+            }                                                              \
+        }                                                                  \
+    } while (0)
 #define ASSERT_STR_EQ(a, b)                                                \
     do {                                                                   \
         const char *a_ = (a), *b_ = (b);                                   \
