@@ -133,7 +133,7 @@ enum {
 typedef struct BHListSlice BHListSlice;
 typedef QSLIST_HEAD(BHList, QEMUBH) BHList;
 struct BHListSlice {
-    BHList bh_list;        /* taken from ctx->bh_local */
+    BHList bh_list;        /* taken from ctx->bh_local (local_next) */
     BHList bh_list_remote; /* taken from ctx->bh_list */
     QSIMPLEQ_ENTRY(BHListSlice) next;
 };
@@ -190,9 +190,9 @@ struct AioContext {
 
     BHList bh_list;                               /* atomic push/move */
     /*
-     * BHs scheduled by this context's own callbacks while it dispatches:
-     * home thread only, so a plain push instead of a CAS (the BH's flags
-     * are still updated atomically, other threads may schedule it too).
+     * BHs scheduled by this context's own callbacks while it dispatches,
+     * linked by local_next: home thread only, plain pushes, and their
+     * state in bh->local rather than in the atomic flags (async.c).
      */
     BHList bh_local;
     QSIMPLEQ_HEAD(, BHListSlice) bh_slice_list;   /* home thread */
@@ -256,17 +256,33 @@ struct AioContext {
     AioloopContextStats stats; /* home thread writes, relaxed */
 };
 
-/* async.c */
-/* Bind @ctx to the calling thread, or abort if another thread owns it. */
-void aio_context_bind_home(AioContext *ctx, const char *caller);
-/* True in @ctx's home thread (bound by aio_context_bind_home()). */
-bool aio_context_is_home(AioContext *ctx);
-/* The context dispatching callbacks in this thread (see aio_bh_enqueue). */
 /*
  * initial-exec: the library is loaded at start-up, not dlopen()ed late, so
  * TLS is reached without a __tls_get_addr call on the hot path.
  */
 #define AIOLOOP_TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* async.c */
+/* This thread's kernel tid once known, else 0 (async.c). */
+extern AIOLOOP_TLS int aio_tls_tid;
+void aio_context_bind_home_slow(AioContext *ctx, const char *caller);
+
+/*
+ * Bind @ctx to the calling thread, or abort if another thread owns it.
+ * Inline: every aio_poll() starts with it.
+ */
+static inline void aio_context_bind_home(AioContext *ctx, const char *caller)
+{
+    int me = aio_tls_tid;
+
+    if (likely(me && __atomic_load_n(&ctx->home_tid, __ATOMIC_RELAXED) == me)) {
+        return;
+    }
+    aio_context_bind_home_slow(ctx, caller);
+}
+/* True in @ctx's home thread (bound by aio_context_bind_home()). */
+bool aio_context_is_home(AioContext *ctx);
+/* The context dispatching callbacks in this thread (see aio_bh_enqueue). */
 extern AIOLOOP_TLS AioContext *aio_tls_dispatch_ctx;
 
 /* Home-thread walks of the handler lists (see AioContext.walking). */

@@ -775,7 +775,10 @@ bool aio_poll(AioContext *ctx, bool blocking)
         progress |= ctx->fdmon_ops->dispatch(ctx);
     }
     progress |= aio_bh_poll(ctx);
-    progress |= aio_dispatch_ready_handlers(ctx, &ready_list, block_ns, missed);
+    if (!QLIST_EMPTY(&ready_list)) {
+        progress |= aio_dispatch_ready_handlers(ctx, &ready_list, block_ns,
+                                                missed);
+    }
     aio_free_deleted_handlers(ctx);
     aio_walk_end(ctx);
     progress |= timerlistgroup_run_timers(&ctx->tlg);

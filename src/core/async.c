@@ -23,8 +23,18 @@
 
 #include "aio-internal.h"
 
+/*
+ * Two ways to schedule a BH.  From any thread: the atomic flags below, and
+ * the lock-free list ctx->bh_list ("remote").  From a callback that the
+ * BH's own context is dispatching (so in its home thread): bh->local and
+ * the home-thread list ctx->bh_local, with plain loads and stores and no
+ * read-modify-write at all, which is what a BH rescheduling itself or a
+ * handler kicking a BH does on the hot path.  A BH may sit on both lists at
+ * once; it runs once for both, and whichever list lets go of it last frees
+ * it when it is deleted (or one-shot).
+ */
 enum {
-    BH_PENDING = 1 << 0,   /* queued on a BH list */
+    BH_PENDING = 1 << 0,   /* queued on the remote list (or a slice's) */
     BH_SCHEDULED = 1 << 1, /* the callback should run */
     BH_DELETED = 1 << 2,   /* free at the next aio_bh_poll() */
     BH_ONESHOT = 1 << 3,   /* free after running */
@@ -40,13 +50,26 @@ struct QEMUBH {
     QEMUBHFunc *cb;
     void *opaque;
     MemReentrancyGuard *reentrancy_guard;
-    QSLIST_ENTRY(QEMUBH) next;  /* bh_list or a slice */
-    QLIST_ENTRY(QEMUBH) all;    /* ctx->bh_all (not one-shots) */
-    unsigned flags;             /* atomic */
+    QSLIST_ENTRY(QEMUBH) next;       /* bh_list or a slice's remote list */
+    QSLIST_ENTRY(QEMUBH) local_next; /* bh_local or a slice's local list */
+    QLIST_ENTRY(QEMUBH) all;         /* ctx->bh_all (not one-shots) */
+    unsigned flags;                  /* atomic */
+    /*
+     * BH_LOCAL_*: scheduled from the home thread's dispatch.  Relaxed
+     * atomic: the home thread writes it, qemu_bh_cancel() may clear it from
+     * any thread.
+     */
+    unsigned local;
+    bool in_local_list;              /* home thread */
+};
+
+enum {
+    BH_LOCAL_SCHEDULED = 1 << 0,
+    BH_LOCAL_IDLE = 1 << 1,
 };
 
 static AIOLOOP_TLS AioContext *tls_current_ctx;
-static AIOLOOP_TLS int tls_tid;
+AIOLOOP_TLS int aio_tls_tid;
 
 /*
  * The context whose aio_poll() is dispatching callbacks in this thread.  A
@@ -57,10 +80,10 @@ AIOLOOP_TLS AioContext *aio_tls_dispatch_ctx;
 
 static int current_tid(void)
 {
-    if (unlikely(!tls_tid)) {
-        tls_tid = (int)gettid();
+    if (unlikely(!aio_tls_tid)) {
+        aio_tls_tid = (int)gettid();
     }
-    return tls_tid;
+    return aio_tls_tid;
 }
 
 int64_t aio_clock_ns(void)
@@ -168,20 +191,51 @@ static void aio_bh_enqueue(QEMUBH *bh, unsigned new_flags)
      * run and be freed by the home thread.
      */
     old_flags = qatomic_fetch_or(&bh->flags, BH_PENDING | new_flags);
-    if (aio_tls_dispatch_ctx == ctx) {
-        /*
-         * Home thread, dispatching: the loop recomputes its timeout before
-         * it can block again, so no wake-up, and no CAS for the list.
-         */
-        if (!(old_flags & BH_PENDING)) {
-            QSLIST_INSERT_HEAD(&ctx->bh_local, bh, next);
-        }
-        return;
-    }
     if (!(old_flags & BH_PENDING)) {
         QSLIST_INSERT_HEAD_ATOMIC(&ctx->bh_list, bh, next);
     }
-    aio_notify(ctx);
+    /* From our own dispatch (a delete, say) the loop will look anyway. */
+    if (aio_tls_dispatch_ctx != ctx) {
+        aio_notify(ctx);
+    }
+}
+
+/*
+ * Schedule from a callback dispatched by the BH's own context: the loop
+ * recomputes its timeout before it can block again, so no wake-up, and the
+ * home thread alone uses these fields, so no atomic read-modify-write.
+ */
+static void aio_bh_schedule_local(QEMUBH *bh, unsigned local)
+{
+    /* OR, as the flags do: an idle BH scheduled again stays idle. */
+    local |= __atomic_load_n(&bh->local, __ATOMIC_RELAXED);
+    __atomic_store_n(&bh->local, local, __ATOMIC_RELAXED);
+    if (!bh->in_local_list) {
+        bh->in_local_list = true;
+        QSLIST_INSERT_HEAD(&bh->ctx->bh_local, bh, local_next);
+    }
+}
+
+static bool aio_bh_dispatching_own(QEMUBH *bh)
+{
+    return aio_tls_dispatch_ctx == bh->ctx;
+}
+
+/* Home thread: take the first BH of a local list; *local gets its state. */
+static QEMUBH *aio_bh_dequeue_local(BHList *head, unsigned *local)
+{
+    QEMUBH *bh = QSLIST_FIRST(head);
+
+    if (!bh) {
+        return NULL;
+    }
+    QSLIST_REMOVE_HEAD(head, local_next);
+    bh->in_local_list = false;
+    *local = __atomic_load_n(&bh->local, __ATOMIC_RELAXED);
+    if (*local) {
+        __atomic_store_n(&bh->local, 0, __ATOMIC_RELAXED);
+    }
+    return bh;
 }
 
 /* Only the home thread removes BHs from a list, one consumer at a time. */
@@ -237,6 +291,11 @@ void aio_bh_schedule_oneshot_full(AioContext *ctx, QEMUBHFunc *cb,
 {
     QEMUBH *bh = bh_alloc(ctx, cb, opaque, name, NULL);
 
+    if (aio_bh_dispatching_own(bh)) {
+        bh->flags = BH_ONESHOT; /* not published yet */
+        aio_bh_schedule_local(bh, BH_LOCAL_SCHEDULED);
+        return;
+    }
     aio_bh_enqueue(bh, BH_SCHEDULED | BH_ONESHOT);
 }
 
@@ -303,23 +362,48 @@ int aio_bh_poll(AioContext *ctx)
         QEMUBH *bh;
         unsigned flags;
 
-        bh = aio_bh_dequeue(&s->bh_list, &flags);
-        if (!bh) {
-            bh = aio_bh_dequeue(&s->bh_list_remote, &flags);
-        }
-        if (!bh) {
+        unsigned local;
+        bool run, idle, free_it;
+
+        bh = aio_bh_dequeue_local(&s->bh_list, &local);
+        if (bh) {
+            flags = qatomic_read(&bh->flags);
+            run = (local & BH_LOCAL_SCHEDULED) && !(flags & BH_DELETED);
+            idle = local & BH_LOCAL_IDLE;
+            if (run && (flags & BH_SCHEDULED)) {
+                /* Also scheduled from elsewhere: both ask for one run. */
+                qatomic_fetch_and(&bh->flags, ~(BH_SCHEDULED | BH_IDLE));
+                idle = idle && (flags & BH_IDLE);
+            }
+            /* A remote list still holding it frees it (PENDING). */
+            free_it = (flags & (BH_DELETED | BH_ONESHOT)) &&
+                      !(flags & BH_PENDING);
+        } else if ((bh = aio_bh_dequeue(&s->bh_list_remote, &flags))) {
+            local = __atomic_load_n(&bh->local, __ATOMIC_RELAXED);
+            run = ((flags & BH_SCHEDULED) || (local & BH_LOCAL_SCHEDULED)) &&
+                  !(flags & BH_DELETED);
+            idle = !((flags & BH_SCHEDULED) && !(flags & BH_IDLE)) &&
+                   !((local & BH_LOCAL_SCHEDULED) && !(local & BH_LOCAL_IDLE));
+            if (run && local) {
+                /* Its local entry, if still queued, must not run it again. */
+                __atomic_store_n(&bh->local, 0, __ATOMIC_RELAXED);
+            }
+            /* A local list still holding it frees it. */
+            free_it = (flags & (BH_DELETED | BH_ONESHOT)) &&
+                      !bh->in_local_list;
+        } else {
             QSIMPLEQ_REMOVE_HEAD(&ctx->bh_slice_list, next);
             continue;
         }
-        if ((flags & (BH_SCHEDULED | BH_DELETED)) == BH_SCHEDULED) {
+        if (run) {
             /* Idle BHs don't count as progress. */
-            if (!(flags & BH_IDLE)) {
+            if (!idle) {
                 ret = 1;
             }
             runs++;
             aio_bh_call(bh);
         }
-        if (flags & (BH_DELETED | BH_ONESHOT)) {
+        if (free_it) {
             aio_bh_free(bh);
         }
     }
@@ -331,17 +415,26 @@ int aio_bh_poll(AioContext *ctx)
 
 void qemu_bh_schedule_idle(QEMUBH *bh)
 {
+    if (aio_bh_dispatching_own(bh)) {
+        aio_bh_schedule_local(bh, BH_LOCAL_SCHEDULED | BH_LOCAL_IDLE);
+        return;
+    }
     aio_bh_enqueue(bh, BH_SCHEDULED | BH_IDLE);
 }
 
 void qemu_bh_schedule(QEMUBH *bh)
 {
+    if (aio_bh_dispatching_own(bh)) {
+        aio_bh_schedule_local(bh, BH_LOCAL_SCHEDULED);
+        return;
+    }
     aio_bh_enqueue(bh, BH_SCHEDULED);
 }
 
 void qemu_bh_cancel(QEMUBH *bh)
 {
     qatomic_fetch_and(&bh->flags, ~BH_SCHEDULED);
+    __atomic_store_n(&bh->local, 0, __ATOMIC_RELAXED);
 }
 
 void qemu_bh_delete(QEMUBH *bh)
@@ -354,6 +447,26 @@ void qemu_bh_delete(QEMUBH *bh)
         abort();
     }
     aio_bh_enqueue(bh, BH_DELETED);
+}
+
+/* Like bh_list_timeout(), for a home-thread list. */
+static int64_t bh_local_timeout(BHList *head)
+{
+    int64_t timeout = -1;
+    QEMUBH *bh;
+
+    QSLIST_FOREACH(bh, head, local_next) {
+        unsigned local = __atomic_load_n(&bh->local, __ATOMIC_RELAXED);
+
+        if ((local & BH_LOCAL_SCHEDULED) &&
+            !(qatomic_read(&bh->flags) & BH_DELETED)) {
+            if (!(local & BH_LOCAL_IDLE)) {
+                return 0;
+            }
+            timeout = IDLE_BH_TIMEOUT_NS;
+        }
+    }
+    return timeout;
 }
 
 static int64_t bh_list_timeout(BHList *head)
@@ -390,12 +503,12 @@ int64_t aio_compute_timeout(AioContext *ctx)
         return 0;
     }
     /* Home thread only: bh_local and the slices are its own. */
-    timeout = qemu_soonest_timeout(timeout, bh_list_timeout(&ctx->bh_local));
+    timeout = qemu_soonest_timeout(timeout, bh_local_timeout(&ctx->bh_local));
     if (timeout == 0) {
         return 0;
     }
     QSIMPLEQ_FOREACH(s, &ctx->bh_slice_list, next) {
-        int64_t t = qemu_soonest_timeout(bh_list_timeout(&s->bh_list),
+        int64_t t = qemu_soonest_timeout(bh_local_timeout(&s->bh_list),
                                          bh_list_timeout(&s->bh_list_remote));
 
         if (t == 0) {
@@ -440,12 +553,12 @@ void qemu_set_current_aio_context(AioContext *ctx)
     tls_current_ctx = ctx;
 }
 
-void aio_context_bind_home(AioContext *ctx, const char *caller)
+void aio_context_bind_home_slow(AioContext *ctx, const char *caller)
 {
     int me = current_tid();
     int home = qatomic_read(&ctx->home_tid);
 
-    if (likely(home == me)) {
+    if (home == me) {
         return;
     }
     if (home == 0) {
@@ -590,8 +703,18 @@ static void aio_context_finalize(AioContext *ctx)
         abort();
     }
     /* A pending BH that is not deleted (one-shots included) is lost work. */
-    while ((bh = aio_bh_dequeue(&ctx->bh_list, &flags)) ||
-           (bh = aio_bh_dequeue(&ctx->bh_local, &flags))) {
+    while ((bh = QSLIST_FIRST(&ctx->bh_local))) {
+        QSLIST_REMOVE_HEAD(&ctx->bh_local, local_next);
+        bh->in_local_list = false;
+        /* Others are on bh_all, or deleted and on bh_list: see below. */
+        if (bh->flags & BH_ONESHOT) {
+            if (bh->local & BH_LOCAL_SCHEDULED) {
+                bh_leaked(bh);
+            }
+            aio_bh_free(bh);
+        }
+    }
+    while ((bh = aio_bh_dequeue(&ctx->bh_list, &flags))) {
         if (!(flags & BH_DELETED)) {
             bh_leaked(bh);
         }

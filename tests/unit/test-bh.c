@@ -711,6 +711,163 @@ static void delete_twice(void *opaque)
     qemu_bh_delete(bh);
 }
 
+/*
+ * A BH scheduled from a callback of its own context's dispatch takes the
+ * home-thread path (no atomic read-modify-write).  These cases mix it with
+ * the paths other threads take.  in_dispatch() runs @fn inside dispatch.
+ */
+typedef struct Dispatch {
+    void (*fn)(void *);
+    void *arg;
+} Dispatch;
+
+static void dispatch_cb(void *opaque)
+{
+    Dispatch *d = opaque;
+
+    d->fn(d->arg);
+}
+
+static void in_dispatch(AioContext *ctx, void (*fn)(void *), void *arg)
+{
+    Dispatch d = { fn, arg };
+
+    aio_bh_schedule_oneshot(ctx, dispatch_cb, &d);
+    ASSERT_TRUE(aio_poll(ctx, false));
+}
+
+static void *schedule_thread(void *opaque)
+{
+    qemu_bh_schedule(opaque);
+    return NULL;
+}
+
+static void *cancel_thread(void *opaque)
+{
+    qemu_bh_cancel(opaque);
+    return NULL;
+}
+
+static void local_then_remote(void *opaque)
+{
+    Counter *c = opaque;
+
+    qemu_bh_schedule(c->bh);
+    test_thread_join(test_thread_start(schedule_thread, c->bh));
+}
+
+static void local_then_cancel_elsewhere(void *opaque)
+{
+    Counter *c = opaque;
+
+    qemu_bh_schedule(c->bh);
+    test_thread_join(test_thread_start(cancel_thread, c->bh));
+}
+
+static void local_then_delete(void *opaque)
+{
+    Counter *c = opaque;
+
+    qemu_bh_schedule(c->bh);
+    qemu_bh_delete(c->bh);
+}
+
+static void local_then_delete_elsewhere(void *opaque)
+{
+    Counter *c = opaque;
+
+    qemu_bh_schedule(c->bh);
+    test_thread_join(test_thread_start(delete_thread, c->bh));
+}
+
+static void local_idle_then_normal(void *opaque)
+{
+    Counter *c = opaque;
+
+    qemu_bh_schedule_idle(c->bh);
+    qemu_bh_schedule(c->bh);
+}
+
+TEST(bh_local_and_remote_scheduling_mix)
+{
+    AioContext *ctx = test_aio_context_new();
+    Counter c = { 0 };
+
+    test_aio_drain(ctx);
+    c.bh = aio_bh_new(ctx, count_cb, &c);
+
+    /* Scheduled by the loop itself and by another thread: one run. */
+    in_dispatch(ctx, local_then_remote, &c);
+    ASSERT_UINT(c.runs, ==, 0);
+    ASSERT_INT(aio_compute_timeout(ctx), ==, 0);
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 1);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 1);
+
+    /* Cancelled from another thread before it ran: no run. */
+    in_dispatch(ctx, local_then_cancel_elsewhere, &c);
+    ASSERT_INT(aio_compute_timeout(ctx), ==, -1);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 1);
+
+    /* Scheduled idle, then normally: stays idle, as the flags OR. */
+    in_dispatch(ctx, local_idle_then_normal, &c);
+    ASSERT_INT(aio_compute_timeout(ctx), ==, IDLE_BH_MAX_NS);
+    ASSERT_FALSE(aio_poll(ctx, false)); /* it runs, but is not progress */
+    ASSERT_UINT(c.runs, ==, 2);
+
+    /* Scheduled then deleted in the same callback: never runs, freed once. */
+    in_dispatch(ctx, local_then_delete, &c);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 2);
+
+    /* Scheduled by the loop, deleted by another thread. */
+    c.bh = aio_bh_new(ctx, count_cb, &c);
+    in_dispatch(ctx, local_then_delete_elsewhere, &c);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_UINT(c.runs, ==, 2);
+    aio_context_unref(ctx);
+}
+
+typedef struct LocalOneshot {
+    AioContext *ctx;
+    unsigned runs;
+} LocalOneshot;
+
+static void local_oneshot(void *opaque)
+{
+    LocalOneshot *l = opaque;
+
+    aio_bh_schedule_oneshot(l->ctx, oneshot_cb, &l->runs);
+}
+
+static void unref_with_local_oneshot(void *opaque)
+{
+    LocalOneshot l = { .ctx = test_aio_context_new() };
+
+    (void)opaque;
+    test_aio_drain(l.ctx);
+    in_dispatch(l.ctx, local_oneshot, &l);
+    aio_context_unref(l.ctx);
+}
+
+/* A one-shot scheduled by the loop itself: runs once, or leaks loudly. */
+TEST(bh_local_oneshot_runs_once_or_leaks_loudly)
+{
+    LocalOneshot l = { .ctx = test_aio_context_new() };
+
+    test_aio_drain(l.ctx);
+    in_dispatch(l.ctx, local_oneshot, &l);
+    ASSERT_UINT(l.runs, ==, 0);
+    ASSERT_TRUE(aio_poll(l.ctx, false));
+    ASSERT_UINT(l.runs, ==, 1);
+    ASSERT_FALSE(aio_poll(l.ctx, false));
+    ASSERT_UINT(l.runs, ==, 1);
+    aio_context_unref(l.ctx);
+    test_expect_abort(unref_with_local_oneshot, NULL, "BH 'oneshot_cb' leaked");
+}
+
 TEST(bh_delete_twice_aborts)
 {
     test_expect_abort(delete_twice, NULL, "twice");
@@ -732,4 +889,6 @@ RUN_TESTS(T(bh_runs_once_however_often_scheduled),
           T(bh_guarded),
           T(bh_leaked_at_unref_aborts),
           T(bh_delete_twice_aborts),
-          T(bh_oneshot_pending_at_unref_aborts))
+          T(bh_oneshot_pending_at_unref_aborts),
+          T(bh_local_and_remote_scheduling_mix),
+          T(bh_local_oneshot_runs_once_or_leaks_loudly))
