@@ -12,5 +12,8 @@
 #include <aioloop/event-notifier.h>
 #include <aioloop/timer.h>
 #include <aioloop/aio.h>
+#include <aioloop/block-aio.h>
+#include <aioloop/thread-pool.h>
+#include <aioloop/iothread.h>
 
 #endif

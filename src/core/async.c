@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "aio-internal.h"
+#include "thread-pool-internal.h"
 
 enum {
     BH_PENDING = 1 << 0,   /* queued on a BH list */
@@ -543,6 +544,8 @@ static void aio_context_finalize(AioContext *ctx)
                      "aio_bh_poll() runs on AioContext %p", (void *)ctx);
         abort();
     }
+    /* Stops the workers and deletes the pool's BH before the leak check. */
+    thread_pool_free(ctx->thread_pool);
     /* A pending BH that is not deleted (one-shots included) is lost work. */
     while ((bh = aio_bh_dequeue(&ctx->bh_list, &flags))) {
         if (!(flags & BH_DELETED)) {
@@ -651,6 +654,9 @@ void aio_context_set_thread_pool_params(AioContext *ctx, int64_t min,
     }
     qatomic_set(&ctx->thread_pool_min, min);
     qatomic_set(&ctx->thread_pool_max, max);
+    /* Pairs with smp_mb() in aio_get_thread_pool(). */
+    smp_mb();
+    thread_pool_update_params(qatomic_load_acquire(&ctx->thread_pool), ctx);
 }
 
 /* ---- timers and misc -------------------------------------------------- */
