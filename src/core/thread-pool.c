@@ -221,13 +221,12 @@ static void spawn_thread(ThreadPool *pool)
  * Decide under the lock whether a new worker is needed for jobs that no
  * idle, spinning, signalled or starting worker will take.  Busy workers
  * do not count: a job may block for long.  Returns true when the caller
- * must call spawn_thread() after unlocking.  @self is 1 when the caller is
- * a worker about to look for work itself.
+ * must call spawn_thread() after unlocking.
  */
-static bool kick_locked(ThreadPool *pool, int self)
+static bool kick_locked(ThreadPool *pool)
 {
-    int uncovered = pool->queued - (self + pool->spinning +
-                                    pool->wakeups_pending + pool->starting);
+    int uncovered = pool->queued -
+                    (pool->spinning + pool->wakeups_pending + pool->starting);
 
     if (uncovered <= 0) {
         return false;
@@ -304,27 +303,25 @@ static bool worker_idle(ThreadPool *pool)
 static void *worker_thread(void *opaque)
 {
     ThreadPool *pool = opaque;
-    bool spawn;
+    /*
+     * Continue the backlog: once it has taken its first job, a new worker
+     * starts the next one if work is still uncovered.  Taking the job
+     * first matters: a worker still busy starting its successor must not
+     * leave its own job looking uncovered.
+     */
+    bool first = true;
 
     pthread_setname_np(pthread_self(), "worker");
     pthread_mutex_lock(&pool->lock);
     pool->starting--;
-    /* Continue the backlog: start the next worker if work is uncovered. */
-    spawn = kick_locked(pool, 1);
 
     while (!pool->stopping && pool->cur_threads <= pool->max_threads) {
-        ThreadPoolElement *req;
+        ThreadPoolElement *req = pool->head;
+        bool spawn;
         int ret;
 
-        if (spawn) {
-            pthread_mutex_unlock(&pool->lock);
-            spawn_thread(pool);
-            pthread_mutex_lock(&pool->lock);
-            spawn = false;
-            continue;
-        }
-        req = pool->head;
         if (!req) {
+            first = false;
             if (!worker_idle(pool)) {
                 break;
             }
@@ -338,8 +335,13 @@ static void *worker_thread(void *opaque)
         }
         qatomic_set(&pool->queued, pool->queued - 1);
         req->state = JOB_ACTIVE;
+        spawn = first && kick_locked(pool);
+        first = false;
         pthread_mutex_unlock(&pool->lock);
 
+        if (spawn) {
+            spawn_thread(pool);
+        }
         ret = req->func(req->arg);
         req->ret = ret;
         /*
@@ -515,7 +517,7 @@ BlockAIOCB *thread_pool_submit_aio(ThreadPoolFunc *func, void *arg,
     }
     pool->tail = elem;
     qatomic_set(&pool->queued, pool->queued + 1);
-    spawn = kick_locked(pool, 0);
+    spawn = kick_locked(pool);
     pthread_mutex_unlock(&pool->lock);
     if (spawn) {
         spawn_thread(pool);

@@ -85,7 +85,6 @@ static void *worker_main(void *opaque)
     uint64_t seed = 0x1234567ull * (uint64_t)(w->index + 1);
     int next = 0;
 
-    w->ctx = test_aio_context_new();
     qemu_set_current_aio_context(w->ctx);
     refs[w->index] = calloc((size_t)w->n, sizeof(JobRef));
     while (next < w->n || w->inflight) {
@@ -142,7 +141,8 @@ TEST(submit_cancel_complete_counts_exactly)
     long total_done = 0, total_cancelled = 0;
 
     for (int i = 0; i < NTHREADS; i++) {
-        w[i] = (Worker){ .index = i, .n = n };
+        /* Here: test_aio_context_new() is not thread-safe. */
+        w[i] = (Worker){ .index = i, .n = n, .ctx = test_aio_context_new() };
         w[i].jobs = calloc((size_t)n, sizeof(Job));
         ASSERT_NOT_NULL(w[i].jobs);
     }
