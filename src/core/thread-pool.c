@@ -218,25 +218,33 @@ static void spawn_thread(ThreadPool *pool)
 }
 
 /*
- * Decide under the lock whether a new worker is needed for jobs that no
- * idle, spinning, signalled or starting worker will take.  Busy workers
- * do not count: a job may block for long.  Returns true when the caller
- * must call spawn_thread() after unlocking.
+ * Get one more worker onto the queue: wake a waiting one, or start one.
+ *
+ * Only one worker is "in transit" (spinning, signalled but not yet
+ * running, or starting) at a time.  Once it has taken a job it calls this
+ * again, so the wake-ups form a chain that goes on only while jobs are
+ * still waiting when the previous worker arrives.  Short jobs are drained
+ * by the workers already running and the chain stops by itself, instead of
+ * waking (on two CPUs: thrashing) a thread per submitted job; jobs that
+ * block keep the queue full, and the chain grows the pool to its maximum
+ * one worker at a time, as QEMU's spawn chain does.  Busy workers do not
+ * count: a job may block for long.
+ *
+ * Called with the lock held.  Returns true when the caller must call
+ * spawn_thread() after unlocking.
  */
 static bool kick_locked(ThreadPool *pool)
 {
-    int uncovered = pool->queued -
-                    (pool->spinning + pool->wakeups_pending + pool->starting);
-
-    if (uncovered <= 0) {
+    if (!pool->queued ||
+        pool->spinning + pool->wakeups_pending + pool->starting) {
         return false;
     }
-    if (pool->waiting > pool->wakeups_pending) {
+    if (pool->waiting > 0) {
         pool->wakeups_pending++;
         pthread_cond_signal(&pool->work_cond);
         return false;
     }
-    if (pool->cur_threads < pool->max_threads && pool->starting == 0) {
+    if (pool->cur_threads < pool->max_threads) {
         pool->cur_threads++;
         pool->starting++;
         pool->spawned++;
@@ -304,12 +312,12 @@ static void *worker_thread(void *opaque)
 {
     ThreadPool *pool = opaque;
     /*
-     * Continue the backlog: once it has taken its first job, a new worker
-     * starts the next one if work is still uncovered.  Taking the job
-     * first matters: a worker still busy starting its successor must not
-     * leave its own job looking uncovered.
+     * True while this worker is in transit (just started, woken, or done
+     * spinning): once it has taken a job it continues the chain of
+     * kick_locked().  Taking the job first matters: a worker still busy
+     * starting its successor must not leave its own job looking uncovered.
      */
-    bool first = true;
+    bool chain = true;
 
     pthread_setname_np(pthread_self(), "worker");
     pthread_mutex_lock(&pool->lock);
@@ -321,10 +329,10 @@ static void *worker_thread(void *opaque)
         int ret;
 
         if (!req) {
-            first = false;
             if (!worker_idle(pool)) {
                 break;
             }
+            chain = true;
             continue;
         }
         pool->head = req->next;
@@ -335,8 +343,8 @@ static void *worker_thread(void *opaque)
         }
         qatomic_set(&pool->queued, pool->queued - 1);
         req->state = JOB_ACTIVE;
-        spawn = first && kick_locked(pool);
-        first = false;
+        spawn = chain && kick_locked(pool);
+        chain = false;
         pthread_mutex_unlock(&pool->lock);
 
         if (spawn) {
@@ -355,6 +363,13 @@ static void *worker_thread(void *opaque)
         pthread_mutex_lock(&pool->lock);
     }
     pool->cur_threads--;
+    /*
+     * Leaving above a lowered maximum with jobs queued: hand them to an
+     * idle worker (cur_threads >= max_threads here, so nothing is started).
+     */
+    if (!pool->stopping && pool->head) {
+        kick_locked(pool);
+    }
     if (pool->stopping) {
         pthread_cond_signal(&pool->exit_cond);
     }
