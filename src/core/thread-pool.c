@@ -88,7 +88,18 @@ struct ThreadPool {
     ThreadPoolElement *batch_head, *batch_tail;
     /* Submitted, callback not yet run; home thread writes, atomic reads. */
     int inflight;
+    /*
+     * Home thread only.  bh_armed: the completion BH was scheduled by
+     * completion_bh() itself and has not run or been cancelled since.
+     * free_elems: requests nobody references any more, kept for reuse
+     * (linked through done_next) so a job costs no malloc/free.
+     */
+    bool bh_armed;
+    ThreadPoolElement *free_elems;
+    int n_free_elems;
 };
+
+#define MAX_FREE_ELEMS 1024
 
 void thread_pool_set_idle_timeout_ns(int64_t ns)
 {
@@ -151,42 +162,65 @@ static void take_done(ThreadPool *pool)
     pool->batch_tail = last;
 }
 
+static void elem_release(ThreadPool *pool, ThreadPoolElement *elem)
+{
+    /* Recycle unless someone still holds a qemu_aio_ref() reference. */
+    if (elem->common.refcnt == 1 && pool->n_free_elems < MAX_FREE_ELEMS) {
+        elem->common.refcnt = 0;
+        elem->done_next = pool->free_elems;
+        pool->free_elems = elem;
+        pool->n_free_elems++;
+        return;
+    }
+    qemu_aio_unref(elem);
+}
+
 static void completion_bh(void *opaque)
 {
     ThreadPool *pool = opaque;
 
+    /* Running means aio_bh_poll() took the BH: it is no longer scheduled. */
+    pool->bh_armed = false;
     for (;;) {
         ThreadPoolElement *elem;
-        bool rescheduled = false;
 
         take_done(pool);
         elem = pool->batch_head;
         if (!elem) {
-            return;
+            break;
         }
         pool->batch_head = elem->done_next;
         if (!pool->batch_head) {
             pool->batch_tail = NULL;
-        } else {
+        } else if (!pool->bh_armed) {
             /*
              * A callback that runs a nested aio_poll() to wait for a sibling
-             * must see the rest of the batch complete (QEMU does the same).
+             * must see the rest of the batch complete (QEMU re-schedules
+             * before every callback; once is enough until a nested run
+             * consumes it, which clears bh_armed).
              */
+            pool->bh_armed = true;
             qemu_bh_schedule(pool->completion_bh);
-            rescheduled = true;
         }
         if (elem->common.cb) {
             elem->common.cb(elem->common.opaque, elem->ret);
         }
-        if (rescheduled) {
-            /*
-             * Safe even if a worker scheduled the BH meanwhile: its push
-             * happened before its schedule, so the next take_done() sees it.
-             */
-            qemu_bh_cancel(pool->completion_bh);
-        }
         qatomic_set(&pool->inflight, pool->inflight - 1);
-        qemu_aio_unref(elem);
+        elem_release(pool, elem);
+    }
+    if (pool->bh_armed) {
+        /*
+         * A worker may have pushed onto the empty done list and scheduled
+         * the BH since our last take_done(); if its schedule came before
+         * this cancel, its push came before it too (both seq_cst), and the
+         * take_done() below sees the job.  A later schedule survives.
+         */
+        pool->bh_armed = false;
+        qemu_bh_cancel(pool->completion_bh);
+        take_done(pool);
+        if (pool->batch_head) {
+            qemu_bh_schedule(pool->completion_bh);
+        }
     }
 }
 
@@ -516,7 +550,18 @@ BlockAIOCB *thread_pool_submit_aio(ThreadPoolFunc *func, void *arg,
         abort();
     }
     pool = aio_get_thread_pool(ctx);
-    elem = qemu_aio_get(&thread_pool_aiocb_info, NULL, cb, opaque);
+    elem = pool->free_elems;
+    if (elem) {
+        pool->free_elems = elem->done_next;
+        pool->n_free_elems--;
+        memset(elem, 0, sizeof(*elem));
+        elem->common.aiocb_info = &thread_pool_aiocb_info;
+        elem->common.cb = cb;
+        elem->common.opaque = opaque;
+        elem->common.refcnt = 1;
+    } else {
+        elem = qemu_aio_get(&thread_pool_aiocb_info, NULL, cb, opaque);
+    }
     elem->pool = pool;
     elem->func = func;
     elem->arg = arg;
@@ -581,6 +626,12 @@ void thread_pool_free(ThreadPool *pool)
     pthread_mutex_unlock(&pool->lock);
 
     qemu_bh_delete(pool->completion_bh);
+    while (pool->free_elems) {
+        ThreadPoolElement *elem = pool->free_elems;
+
+        pool->free_elems = elem->done_next;
+        free(elem);
+    }
     pthread_cond_destroy(&pool->exit_cond);
     pthread_cond_destroy(&pool->work_cond);
     pthread_mutex_destroy(&pool->lock);
