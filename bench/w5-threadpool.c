@@ -85,9 +85,14 @@ static double al_roundtrip(long n, int64_t poll_ns)
     return (double)(now_ns() - t0) / n;
 }
 
+/* The context's counters over the last throughput run, per job. */
+static AioloopContextStats al_st0, al_st1;
+static long al_st_n;
+
 static double al_throughput(long n, int64_t pool_max)
 {
     uint64_t t0;
+    double ns;
 
     al_config(32768, pool_max);
     al_done = 0;
@@ -97,10 +102,28 @@ static double al_throughput(long n, int64_t pool_max)
     for (long i = 0; i < al_submitted; i++) {
         thread_pool_submit_aio(empty_job, NULL, al_tp_cb, NULL);
     }
+    aioloop_context_get_stats(al_ctx, &al_st0);
     while (al_done < n) {
         aio_poll(al_ctx, true);
     }
-    return (double)(now_ns() - t0) / n;
+    ns = (double)(now_ns() - t0) / n;
+    aioloop_context_get_stats(al_ctx, &al_st1);
+    al_st_n = n;
+    return ns;
+}
+
+static void al_print_stats(const char *what)
+{
+    double n = (double)al_st_n;
+
+    printf("# aioloop %s, per job: %.3f loop iterations, %.3f BH runs "
+           "(completion batches), %.3f eventfd wake-ups, %.3f poll hits, "
+           "%.1f ns blocked\n", what,
+           (al_st1.iterations - al_st0.iterations) / n,
+           (al_st1.bh_runs - al_st0.bh_runs) / n,
+           (al_st1.wakeups - al_st0.wakeups) / n,
+           (al_st1.poll_hits - al_st0.poll_hits) / n,
+           (al_st1.blocked_ns - al_st0.blocked_ns) / n);
 }
 
 /* ---- libuv ------------------------------------------------------------ */
@@ -251,7 +274,13 @@ int main(void)
         r[C_RT_OFF][k] = al_roundtrip(n_rt, 0);
         r[C_RT_ON][k] = al_roundtrip(n_rt, 32768);
         r[C_TP_4][k] = al_throughput(n_tp, 4);
+        if (k == ROUNDS - 1) {
+            al_print_stats("256-inflight max=4 (last round)");
+        }
         r[C_TP_64][k] = al_throughput(n_tp, 64);
+        if (k == ROUNDS - 1) {
+            al_print_stats("256-inflight max=64 (last round)");
+        }
         r[C_RT_UV][k] = r[C_TP_UV][k] = -1;
 #ifdef HAVE_LIBUV
         if (uv) {

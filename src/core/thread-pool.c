@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@
 
 #define DEFAULT_IDLE_TIMEOUT_NS (10 * 1000 * 1000 * 1000LL)
 #define DEFAULT_SPIN_NS (50 * 1000LL)
+#define SPIN_NO_YIELD_NS (5 * 1000LL)
 
 static int64_t idle_timeout_ns = DEFAULT_IDLE_TIMEOUT_NS; /* atomic */
 static int64_t spin_ns = DEFAULT_SPIN_NS;                 /* atomic */
@@ -51,11 +53,17 @@ struct ThreadPoolElement {
     void *arg;
     int state; /* pool->lock */
     /*
+     * Home thread only: submitted from a completion callback and still on
+     * the deferred list, not yet in the queue (see ThreadPool.completing).
+     */
+    bool deferred;
+    /*
      * Written by the thread that moves the job to DONE, before the done-list
      * push that publishes it; read by the home thread after taking the list.
      */
     int ret;
-    ThreadPoolElement *prev, *next; /* request queue, pool->lock */
+    /* Request queue (pool->lock) or deferred list (home thread). */
+    ThreadPoolElement *prev, *next;
     ThreadPoolElement *done_next;   /* done list, then the batch */
 };
 
@@ -80,6 +88,14 @@ struct ThreadPool {
     int max_threads;
     bool stopping;     /* also read atomically by spinners */
     int64_t spawned;
+    /*
+     * Workers that have left their loop and wait to be joined, so that no
+     * thread outlives the pool (a fork right after aio_context_unref()
+     * sees a single-threaded process).  Joined by the next spawn and by
+     * thread_pool_free().
+     */
+    pthread_t *zombies;
+    int n_zombies, zombies_alloc;
 
     /* Finished jobs, LIFO: pushed by any thread, taken by the home thread. */
     ThreadPoolElement *done;
@@ -97,7 +113,19 @@ struct ThreadPool {
     bool bh_armed;
     ThreadPoolElement *free_elems;
     int n_free_elems;
+    /*
+     * Home thread only.  Jobs submitted while completion_bh() runs wait on
+     * the deferred list and join the queue in one lock section when the
+     * batch ends, or when DEFER_MAX piled up, or when flush_bh runs (a
+     * callback that waits in a nested aio_poll() for a job it submitted).
+     */
+    int completing;
+    ThreadPoolElement *defer_head, *defer_tail;
+    int n_deferred;
+    QEMUBH *flush_bh;
 };
+
+#define DEFER_MAX 64
 
 #define MAX_FREE_ELEMS 1024
 
@@ -175,12 +203,50 @@ static void elem_release(ThreadPool *pool, ThreadPoolElement *elem)
     qemu_aio_unref(elem);
 }
 
+static bool kick_locked(ThreadPool *pool);
+static void spawn_thread(ThreadPool *pool);
+
+/* Move the deferred jobs to the queue.  Home thread. */
+static void flush_deferred(ThreadPool *pool)
+{
+    bool spawn;
+
+    if (!pool->defer_head) {
+        return;
+    }
+    pthread_mutex_lock(&pool->lock);
+    for (ThreadPoolElement *e = pool->defer_head; e; e = e->next) {
+        e->deferred = false;
+    }
+    pool->defer_head->prev = pool->tail;
+    if (pool->tail) {
+        pool->tail->next = pool->defer_head;
+    } else {
+        pool->head = pool->defer_head;
+    }
+    pool->tail = pool->defer_tail;
+    qatomic_set(&pool->queued, pool->queued + pool->n_deferred);
+    spawn = kick_locked(pool);
+    pthread_mutex_unlock(&pool->lock);
+    pool->defer_head = pool->defer_tail = NULL;
+    pool->n_deferred = 0;
+    if (spawn) {
+        spawn_thread(pool);
+    }
+}
+
+static void flush_bh(void *opaque)
+{
+    flush_deferred(opaque);
+}
+
 static void completion_bh(void *opaque)
 {
     ThreadPool *pool = opaque;
 
     /* Running means aio_bh_poll() took the BH: it is no longer scheduled. */
     pool->bh_armed = false;
+    pool->completing++;
     for (;;) {
         ThreadPoolElement *elem;
 
@@ -222,26 +288,49 @@ static void completion_bh(void *opaque)
             qemu_bh_schedule(pool->completion_bh);
         }
     }
+    if (--pool->completing == 0) {
+        flush_deferred(pool);
+        qemu_bh_cancel(pool->flush_bh);
+    }
 }
 
 /* ---- workers ---------------------------------------------------------- */
 
 static void *worker_thread(void *opaque);
 
+/* Join the workers that exited.  Never called by a zombie itself. */
+static void reap_zombies(ThreadPool *pool)
+{
+    pthread_t *z;
+    int n;
+
+    pthread_mutex_lock(&pool->lock);
+    z = pool->zombies;
+    n = pool->n_zombies;
+    pool->zombies = NULL;
+    pool->zombies_alloc = 0;
+    qatomic_set(&pool->n_zombies, 0);
+    pthread_mutex_unlock(&pool->lock);
+    for (int i = 0; i < n; i++) {
+        pthread_join(z[i], NULL);
+    }
+    free(z);
+}
+
 static void spawn_thread(ThreadPool *pool)
 {
-    pthread_attr_t attr;
     pthread_t tid;
     sigset_t all, old;
     int ret;
 
+    if (qatomic_read(&pool->n_zombies)) {
+        reap_zombies(pool);
+    }
+
     /* Workers never take signals meant for the application's threads. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    ret = pthread_create(&tid, &attr, worker_thread, pool);
-    pthread_attr_destroy(&attr);
+    ret = pthread_create(&tid, NULL, worker_thread, pool);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (ret != 0) {
         /* QEMU aborts too: queued jobs could otherwise wait forever. */
@@ -287,6 +376,15 @@ static bool kick_locked(ThreadPool *pool)
     return false;
 }
 
+/*
+ * Spin until a job is queued, the pool stops, or @ns have passed.  The
+ * first few microseconds are a pure spin (a burst of jobs refills the
+ * queue that fast); after that the spinner yields its CPU between checks:
+ * when threads outnumber CPUs (two vCPUs, or a loaded host) the thread that
+ * will submit the next job, often the event loop waking up for the
+ * previous completion, needs that CPU more than we need to spin on it.
+ * A yield with nothing else runnable returns at once.
+ */
 static void spin_for_work(ThreadPool *pool, int64_t ns)
 {
     int64_t start = aio_clock_ns();
@@ -296,8 +394,15 @@ static void spin_for_work(ThreadPool *pool, int64_t ns)
             return;
         }
         cpu_relax();
-        if ((i & 63) == 0 && aio_clock_ns() - start > ns) {
-            return;
+        if ((i & 63) == 0) {
+            int64_t elapsed = aio_clock_ns() - start;
+
+            if (elapsed > ns) {
+                return;
+            }
+            if (elapsed > SPIN_NO_YIELD_NS) {
+                sched_yield();
+            }
         }
     }
 }
@@ -397,6 +502,20 @@ static void *worker_thread(void *opaque)
         pthread_mutex_lock(&pool->lock);
     }
     pool->cur_threads--;
+    if (pool->n_zombies == pool->zombies_alloc) {
+        int alloc = pool->zombies_alloc ? 2 * pool->zombies_alloc : 8;
+        pthread_t *z = realloc(pool->zombies, sizeof(*z) * (size_t)alloc);
+
+        if (!z) {
+            error_report("thread pool: out of memory recording an exited "
+                         "worker");
+            abort();
+        }
+        pool->zombies = z;
+        pool->zombies_alloc = alloc;
+    }
+    pool->zombies[pool->n_zombies] = pthread_self();
+    qatomic_set(&pool->n_zombies, pool->n_zombies + 1);
     /*
      * Leaving above a lowered maximum with jobs queued: hand them to an
      * idle worker (cur_threads >= max_threads here, so nothing is started).
@@ -407,7 +526,7 @@ static void *worker_thread(void *opaque)
     if (pool->stopping) {
         pthread_cond_signal(&pool->exit_cond);
     }
-    /* Last touch of @pool: thread_pool_free() may free it once we unlock. */
+    /* Last touch of @pool: thread_pool_free() joins us, then frees it. */
     pthread_mutex_unlock(&pool->lock);
     return NULL;
 }
@@ -420,6 +539,27 @@ static void thread_pool_cancel(BlockAIOCB *acb)
     ThreadPool *pool = elem->pool;
     bool kick = false;
 
+    if (elem->deferred) {
+        /* Only the home thread, which we are in, touches this list. */
+        if (elem->prev) {
+            elem->prev->next = elem->next;
+        } else {
+            pool->defer_head = elem->next;
+        }
+        if (elem->next) {
+            elem->next->prev = elem->prev;
+        } else {
+            pool->defer_tail = elem->prev;
+        }
+        pool->n_deferred--;
+        elem->deferred = false;
+        elem->state = JOB_DONE;
+        elem->ret = -ECANCELED;
+        if (done_push(pool, elem)) {
+            qemu_bh_schedule(pool->completion_bh);
+        }
+        return;
+    }
     pthread_mutex_lock(&pool->lock);
     if (elem->state == JOB_QUEUED) {
         if (elem->prev) {
@@ -466,6 +606,7 @@ static ThreadPool *thread_pool_new(AioContext *ctx)
     }
     pool->ctx = ctx;
     pool->completion_bh = aio_bh_new(ctx, completion_bh, pool);
+    pool->flush_bh = aio_bh_new(ctx, flush_bh, pool);
     pthread_mutexattr_init(&mattr);
     /* Critical sections are a few pointer moves: spin briefly, then sleep. */
     pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
@@ -565,9 +706,28 @@ BlockAIOCB *thread_pool_submit_aio(ThreadPoolFunc *func, void *arg,
     elem->pool = pool;
     elem->func = func;
     elem->arg = arg;
-    elem->state = JOB_QUEUED;
     qatomic_set(&pool->inflight, pool->inflight + 1);
 
+    elem->state = JOB_QUEUED;
+    if (pool->completing) {
+        /*
+         * Submitted from a completion callback, likely one of many in this
+         * batch: queue them all in one lock section when the batch ends.
+         */
+        elem->deferred = true;
+        elem->prev = pool->defer_tail;
+        if (pool->defer_tail) {
+            pool->defer_tail->next = elem;
+        } else {
+            pool->defer_head = elem;
+            qemu_bh_schedule(pool->flush_bh);
+        }
+        pool->defer_tail = elem;
+        if (++pool->n_deferred >= DEFER_MAX) {
+            flush_deferred(pool);
+        }
+        return &elem->common;
+    }
     pthread_mutex_lock(&pool->lock);
     elem->prev = pool->tail;
     if (pool->tail) {
@@ -624,8 +784,10 @@ void thread_pool_free(ThreadPool *pool)
         pthread_cond_wait(&pool->exit_cond, &pool->lock);
     }
     pthread_mutex_unlock(&pool->lock);
+    reap_zombies(pool);
 
     qemu_bh_delete(pool->completion_bh);
+    qemu_bh_delete(pool->flush_bh);
     while (pool->free_elems) {
         ThreadPoolElement *elem = pool->free_elems;
 

@@ -40,6 +40,8 @@ typedef struct Worker {
     int completed;
     int cancelled;
     int wrong_ctx;
+    int next;
+    uint64_t seed;
 } Worker;
 
 static int job_fn(void *opaque)
@@ -51,6 +53,7 @@ static int job_fn(void *opaque)
 }
 
 static void job_cb(void *opaque, int ret);
+static void refill(Worker *w);
 
 typedef struct JobRef {
     Worker *w;
@@ -77,54 +80,63 @@ static void job_cb(void *opaque, int ret)
     } else {
         w->completed++;
     }
+    /* Every other completion submits from inside the callback. */
+    if (r->i & 1) {
+        refill(w);
+    }
+}
+
+/* Top the window up; called from the loop and from completion callbacks. */
+static void refill(Worker *w)
+{
+    while (w->next < w->n && w->inflight < WINDOW) {
+        int next = w->next++;
+        Job *j = &w->jobs[next];
+        JobRef *r = &refs[w->index][next];
+
+        r->w = w;
+        r->i = next;
+        w->inflight++;
+        j->acb = thread_pool_submit_aio(job_fn, j, job_cb, r);
+        w->seed = w->seed * 6364136223846793005ull + 1442695040888963407ull;
+        switch ((w->seed >> 33) % 8) {
+        case 0:
+            /* Most likely still queued (or deferred, from a callback). */
+            bdrv_aio_cancel_async(j->acb);
+            break;
+        case 1: {
+            /* An earlier job that may be queued, running or done. */
+            int k = next - (int)((w->seed >> 40) % WINDOW);
+
+            if (k >= 0 && w->jobs[k].acb) {
+                bdrv_aio_cancel_async(w->jobs[k].acb);
+            }
+            break;
+        }
+        case 2:
+            if ((next & 1023) == 0) {
+                /* Shrink and grow the pool under load. */
+                int max = 1 + (int)((w->seed >> 20) % 8);
+
+                aio_context_set_thread_pool_params(w->ctx, max / 2, max,
+                                                   &error_abort);
+            }
+            break;
+        default:
+            break;
+        }
+    }
 }
 
 static void *worker_main(void *opaque)
 {
     Worker *w = opaque;
-    uint64_t seed = 0x1234567ull * (uint64_t)(w->index + 1);
-    int next = 0;
 
+    w->seed = 0x1234567ull * (uint64_t)(w->index + 1);
     qemu_set_current_aio_context(w->ctx);
     refs[w->index] = calloc((size_t)w->n, sizeof(JobRef));
-    while (next < w->n || w->inflight) {
-        while (next < w->n && w->inflight < WINDOW) {
-            Job *j = &w->jobs[next];
-            JobRef *r = &refs[w->index][next];
-
-            r->w = w;
-            r->i = next;
-            w->inflight++;
-            j->acb = thread_pool_submit_aio(job_fn, j, job_cb, r);
-            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-            switch ((seed >> 33) % 8) {
-            case 0:
-                /* Most likely still queued. */
-                bdrv_aio_cancel_async(j->acb);
-                break;
-            case 1: {
-                /* An earlier job that may be queued, running or done. */
-                int k = next - (int)((seed >> 40) % WINDOW);
-
-                if (k >= 0 && w->jobs[k].acb) {
-                    bdrv_aio_cancel_async(w->jobs[k].acb);
-                }
-                break;
-            }
-            case 2:
-                if ((next & 1023) == 0) {
-                    /* Shrink and grow the pool under load. */
-                    int max = 1 + (int)((seed >> 20) % 8);
-
-                    aio_context_set_thread_pool_params(w->ctx, max / 2, max,
-                                                       &error_abort);
-                }
-                break;
-            default:
-                break;
-            }
-            next++;
-        }
+    while (w->next < w->n || w->inflight) {
+        refill(w);
         aio_poll(w->ctx, true);
     }
     qemu_set_current_aio_context(NULL);

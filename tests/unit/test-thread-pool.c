@@ -57,6 +57,23 @@ static void wait_inflight_zero(AioContext *ctx)
     }
 }
 
+/* Threads in this process, from /proc/self/task. */
+static int count_threads(void)
+{
+    char buf[64];
+    FILE *f = fopen("/proc/self/status", "r");
+    int n = -1;
+
+    ASSERT_NOT_NULL(f);
+    while (fgets(buf, sizeof(buf), f)) {
+        if (sscanf(buf, "Threads: %d", &n) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
 static void sleep_ms(int ms)
 {
     struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
@@ -418,6 +435,57 @@ TEST(nested_poll_in_callback_sees_sibling_completion)
     ctx_free_current(ctx);
 }
 
+/* A callback that submits a job and waits for it in a nested aio_poll(). */
+typedef struct Chain {
+    AioContext *ctx;
+    Job first, second, third;
+    bool waited;
+} Chain;
+
+static Chain chain;
+
+static void chain_cb(void *opaque, int ret)
+{
+    Job *j = opaque;
+
+    j->cb_runs++;
+    j->cb_ret = ret;
+    if (j == &chain.first) {
+        /* Submitted from a completion: the pool defers it to the batch end. */
+        thread_pool_submit_aio(job_fn, &chain.second, chain_cb, &chain.second);
+        chain.third.acb = thread_pool_submit_aio(job_fn, &chain.third,
+                                                 chain_cb, &chain.third);
+        /* Cancelling a deferred job wins: it never reached a worker. */
+        bdrv_aio_cancel_async(chain.third.acb);
+        while (!chain.second.cb_runs) {
+            aio_poll(chain.ctx, true);
+        }
+        chain.waited = true;
+    }
+}
+
+TEST(callback_submits_and_waits_in_nested_poll)
+{
+    AioContext *ctx = ctx_new_current();
+
+    chain = (Chain){ .ctx = ctx };
+    chain.first.id = 1;
+    chain.second.id = 2;
+    chain.third.id = 3;
+    thread_pool_submit_aio(job_fn, &chain.first, chain_cb, &chain.first);
+    while (!chain.waited || !chain.third.cb_runs) {
+        aio_poll(ctx, true);
+    }
+    wait_inflight_zero(ctx);
+    ASSERT_EQ(chain.first.cb_ret, 1001);
+    ASSERT_EQ(chain.second.cb_ret, 1002);
+    ASSERT_EQ(chain.second.cb_runs, 1);
+    ASSERT_EQ(chain.third.cb_runs, 1);
+    ASSERT_EQ(chain.third.cb_ret, -ECANCELED);
+    ASSERT_EQ(chain.third.ran, 0);
+    ctx_free_current(ctx);
+}
+
 static BlockAIOCB *seen_acb;
 
 static void ref_cb(void *opaque, int ret)
@@ -471,6 +539,8 @@ TEST(fire_and_forget_submit_runs)
 
 TEST(workers_spawn_on_demand_and_exit_when_idle)
 {
+    /* Sanitizer runtimes may have threads of their own. */
+    int threads_before = count_threads();
     AioContext *ctx = ctx_new_current();
     static Job jobs[8];
     Gate gate;
@@ -500,10 +570,13 @@ TEST(workers_spawn_on_demand_and_exit_when_idle)
     WAIT_UNTIL(pool_stats(ctx).cur_threads == 0);
     ctx_free_current(ctx);
     gate_destroy(&gate);
+    /* Exited workers are joined: nothing outlives the pool. */
+    ASSERT_EQ(count_threads(), threads_before);
 }
 
 TEST(min_threads_stay_and_lowering_max_shrinks)
 {
+    int threads_before = count_threads();
     AioContext *ctx = ctx_new_current();
     static Job jobs[6];
     Gate gate;
@@ -537,6 +610,8 @@ TEST(min_threads_stay_and_lowering_max_shrinks)
     ASSERT_EQ(pool_stats(ctx).min_threads, 1);
     ctx_free_current(ctx);
     gate_destroy(&gate);
+    /* The last worker was stopped and joined by aio_context_unref(). */
+    ASSERT_EQ(count_threads(), threads_before);
 }
 
 TEST(max_threads_bounds_concurrency)
@@ -629,6 +704,7 @@ RUN_TESTS(          T(completion_runs_in_submitting_context_once),
           T(cancel_after_start_completes_normally),
           T(bdrv_aio_cancel_waits_for_the_callback),
           T(nested_poll_in_callback_sees_sibling_completion),
+          T(callback_submits_and_waits_in_nested_poll),
           T(aiocb_reference_outlives_completion),
           T(fire_and_forget_submit_runs),
           T(workers_spawn_on_demand_and_exit_when_idle),
