@@ -19,6 +19,13 @@
  * submitting context, which must be the thread's current context
  * (qemu_set_current_aio_context()).  Workers block every signal.
  *
+ * Jobs submitted from inside a completion callback are handed to the
+ * workers together, when the batch of completions ends, after 64 of them,
+ * or as soon as the thread runs aio_poll() (e.g. a callback waiting for
+ * such a job in a nested aio_poll() or AIO_WAIT_WHILE works).  A callback
+ * must therefore not block on a job it submitted by other means (a
+ * semaphore the job posts) without polling.
+ *
  * Lifetime: the pool is freed with its AioContext.  Dropping the last
  * reference to a context while jobs are outstanding (submitted, callback
  * not yet run) aborts with a message: wait for them first.
