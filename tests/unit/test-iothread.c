@@ -197,6 +197,35 @@ TEST(concurrent_stops_from_several_threads)
     }
 }
 
+typedef struct CrossStop {
+    IOThread *victim;
+    int done; /* atomic */
+    int victim_tid_after;
+} CrossStop;
+
+static void cross_stop_bh(void *opaque)
+{
+    CrossStop *c = opaque;
+
+    iothread_stop(c->victim);
+    c->victim_tid_after = iothread_get_thread_id(c->victim);
+    __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+}
+
+TEST(stop_from_another_iothread)
+{
+    IOThread *a = iothread_create("io-a", &error_abort);
+    IOThread *b = iothread_create("io-b", &error_abort);
+    CrossStop c = { .victim = b };
+
+    aio_bh_schedule_oneshot(iothread_get_aio_context(a), cross_stop_bh, &c);
+    WAIT_UNTIL(__atomic_load_n(&c.done, __ATOMIC_ACQUIRE));
+    /* Synchronous from there too: b had exited when stop returned in a. */
+    ASSERT_EQ(c.victim_tid_after, -1);
+    iothread_destroy(b);
+    iothread_destroy(a);
+}
+
 static int pool_job(void *opaque)
 {
     return *(int *)opaque;
@@ -385,6 +414,7 @@ RUN_TESTS(T(thread_is_named_and_runs_its_context),
           T(stop_is_synchronous_and_idempotent),
           T(stop_from_the_iothread_itself),
           T(concurrent_stops_from_several_threads),
+          T(stop_from_another_iothread),
           T(pool_completions_run_in_the_iothread),
           T(create_destroy_many_times),
           T(properties_default_validate_and_apply),
