@@ -112,18 +112,36 @@ static double al_throughput(long n, int64_t pool_max)
     return ns;
 }
 
+/* Threads of this process (the pool's workers plus ours and libuv's). */
+static int bench_threads(void)
+{
+    char buf[64];
+    FILE *f = fopen("/proc/self/status", "r");
+    int n = -1;
+
+    while (f && fgets(buf, sizeof(buf), f)) {
+        if (sscanf(buf, "Threads: %d", &n) == 1) {
+            break;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    return n;
+}
+
 static void al_print_stats(const char *what)
 {
     double n = (double)al_st_n;
 
     printf("# aioloop %s, per job: %.3f loop iterations, %.3f BH runs "
            "(completion batches), %.3f eventfd wake-ups, %.3f poll hits, "
-           "%.1f ns blocked\n", what,
+           "%.1f ns blocked; %d threads in the process\n", what,
            (al_st1.iterations - al_st0.iterations) / n,
            (al_st1.bh_runs - al_st0.bh_runs) / n,
            (al_st1.wakeups - al_st0.wakeups) / n,
            (al_st1.poll_hits - al_st0.poll_hits) / n,
-           (al_st1.blocked_ns - al_st0.blocked_ns) / n);
+           (al_st1.blocked_ns - al_st0.blocked_ns) / n, bench_threads());
 }
 
 /* ---- libuv ------------------------------------------------------------ */
