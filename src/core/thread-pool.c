@@ -1,25 +1,26 @@
 /*
  * The per-AioContext worker pool (QEMU's util/thread-pool.c, reworked so
- * that it does not thrash).
+ * that it does not thrash).  docs/thread-pool.md has the whole story.
  *
  * Where QEMU pays per request (a semaphore post and wait, the pool mutex,
  * a BH schedule that scans every request, a thread woken per submit),
  * this pool pays:
- *  - one mutex section to queue a job and one to take it; the condition
- *    variable is signalled only when no idle worker already covers the job
- *    (one idle worker spins for a few tens of microseconds before it
- *    sleeps, so back-to-back jobs are picked up without a futex wake-up);
+ *  - one mutex section to queue a job (or one per batch, for jobs
+ *    submitted from completion callbacks) and one to take it;
+ *  - a wake-up only when no worker is already on its way (kick_locked():
+ *    one worker in transit at a time, chained), and none at all while an
+ *    idle worker spins for the next job;
  *  - one lock-free push of the finished job onto a done list; only the push
  *    that finds the list empty schedules the completion BH, which then runs
- *    every finished job of the batch.
- * Workers are started one at a time (a starting worker starts the next one
- * if work is still uncovered, as QEMU does), from the submitting thread or
- * from a worker, so they inherit the context thread's CPU affinity.
+ *    every finished job of the batch;
+ *  - no malloc/free: requests are recycled.
+ * Workers are started one at a time, from the submitting thread or from a
+ * worker, so they inherit the context thread's CPU affinity.
  *
- * Every job leaves the request queue exactly once, under the lock, either
- * to a worker or to a cancel; it is then pushed once onto the done list and
- * its completion is popped once from the home thread's batch before its
- * callback runs.  Hence "exactly once" whatever nests.
+ * Every job leaves the request queue (or the deferred list) exactly once,
+ * either to a worker or to a cancel; it is then pushed once onto the done
+ * list and its completion is popped once from the home thread's batch
+ * before its callback runs.  Hence "exactly once" whatever nests.
  */
 #define _GNU_SOURCE
 #include <errno.h>
