@@ -228,7 +228,7 @@ static double median(double *v, int n)
     return v[n / 2];
 }
 
-enum { C_RT_OFF, C_RT_ON, C_RT_UV, C_TP_4, C_TP_64, C_TP_UV, NCONF };
+enum { C_RT_OFF, C_RT_ON, C_RT_UV, C_TP_NCPU, C_TP_4, C_TP_64, C_TP_UV, NCONF };
 
 static void line(const char *label, double mine, double uv, double goal_ratio,
                  const char *qemu)
@@ -254,9 +254,15 @@ int main(void)
 {
     long n_rt = bench_n(20000), n_tp = bench_n(200000);
     double r[NCONF][ROUNDS];
+    int cpus[256];
+    int ncpus = bench_cpus(cpus, 256);
+    char label[64];
     bool uv = run_libuv();
     Error *err = NULL;
 
+    if (ncpus < 1) {
+        ncpus = 1;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
     al_ctx = aio_context_new(&err);
     if (!al_ctx) {
@@ -291,6 +297,7 @@ int main(void)
     for (int k = 0; k < ROUNDS; k++) {
         r[C_RT_OFF][k] = al_roundtrip(n_rt, 0);
         r[C_RT_ON][k] = al_roundtrip(n_rt, 32768);
+        r[C_TP_NCPU][k] = al_throughput(n_tp, ncpus);
         r[C_TP_4][k] = al_throughput(n_tp, 4);
         if (k == ROUNDS - 1) {
             al_print_stats("256-inflight max=4 (last round)");
@@ -316,6 +323,8 @@ int main(void)
          "QEMU 33 us");
     line("W5 pool roundtrip poll-on", m[C_RT_ON], m[C_RT_UV], 0.5,
          "QEMU 33 us");
+    snprintf(label, sizeof(label), "W5 pool 256-inflight max=%d", ncpus);
+    line(label, m[C_TP_NCPU], m[C_TP_UV], 0.5, "QEMU 0.5-7.6 us | max = CPUs");
     line("W5 pool 256-inflight max=4", m[C_TP_4], m[C_TP_UV], 0.5,
          "QEMU 0.5-7.6 us");
     line("W5 pool 256-inflight max=64", m[C_TP_64], m[C_TP_UV], 0.5,
