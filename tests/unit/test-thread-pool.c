@@ -657,6 +657,67 @@ TEST(bad_pool_params_are_rejected)
     ctx_free_current(ctx);
 }
 
+/* Jobs that can only finish together: each waits until all have started. */
+typedef struct Rendezvous {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int entered, n;
+} Rendezvous;
+
+static Rendezvous rv;
+
+static int rendezvous_fn(void *opaque)
+{
+    (void)opaque;
+    pthread_mutex_lock(&rv.lock);
+    rv.entered++;
+    pthread_cond_broadcast(&rv.cond);
+    while (rv.entered < rv.n) {
+        pthread_cond_wait(&rv.cond, &rv.lock);
+    }
+    pthread_mutex_unlock(&rv.lock);
+    return 0;
+}
+
+TEST(short_jobs_then_blocking_jobs_still_get_threads)
+{
+    AioContext *ctx = ctx_new_current();
+    Job quick = { .id = 0 };
+
+    /*
+     * Many short jobs first: a pool that learns from job lengths (and
+     * stops adding workers for short ones) must not get stuck ...
+     */
+    for (int i = 0; i < 300; i++) {
+        completed = 0;
+        quick.ran = 0;
+        thread_pool_submit_aio(job_fn, &quick, job_cb, &quick);
+        while (!completed) {
+            aio_poll(ctx, true);
+        }
+    }
+    /*
+     * ... when 16 jobs follow that can only finish once all 16 run at the
+     * same time: the pool must still grow to 16 workers.
+     */
+    pthread_mutex_init(&rv.lock, NULL);
+    pthread_cond_init(&rv.cond, NULL);
+    rv.entered = 0;
+    rv.n = 16;
+    completed = 0;
+    for (int i = 0; i < 16; i++) {
+        thread_pool_submit_aio(rendezvous_fn, NULL, ref_cb, NULL);
+    }
+    while (completed < 16) {
+        aio_poll(ctx, true);
+    }
+    ASSERT_EQ(rv.entered, 16);
+    ASSERT_INT(pool_stats(ctx).spawned, >=, 16);
+    ctx_free_current(ctx);
+    pthread_cond_destroy(&rv.cond);
+    pthread_mutex_destroy(&rv.lock);
+}
+
 static void submit_without_context(void *opaque)
 {
     Job *j = opaque;
@@ -710,5 +771,6 @@ RUN_TESTS(          T(completion_runs_in_submitting_context_once),
           T(workers_spawn_on_demand_and_exit_when_idle),
           T(min_threads_stay_and_lowering_max_shrinks),
           T(max_threads_bounds_concurrency),
+          T(short_jobs_then_blocking_jobs_still_get_threads),
           T(bad_pool_params_are_rejected),
           T(misuse_aborts_with_a_message))
