@@ -13,5 +13,8 @@
 #include <aioloop/timer.h>
 #include <aioloop/aio.h>
 #include <aioloop/iov.h>
+#include <aioloop/block-aio.h>
+#include <aioloop/thread-pool.h>
+#include <aioloop/iothread.h>
 
 #endif

@@ -202,6 +202,8 @@ struct AioContext {
 
     int64_t thread_pool_min;
     int64_t thread_pool_max;
+    /* Created on first use (CAS), freed at finalize; thread-pool.c. */
+    struct ThreadPool *thread_pool;
 
     QEMUTimerListGroup tlg;
 

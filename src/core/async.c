@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "aio-internal.h"
+#include "thread-pool-internal.h"
 
 /*
  * Two ways to schedule a BH.  From any thread: the atomic flags below, and
@@ -702,6 +703,8 @@ static void aio_context_finalize(AioContext *ctx)
                      "aio_bh_poll() runs on AioContext %p", (void *)ctx);
         abort();
     }
+    /* Stops the workers and deletes the pool's BH before the leak check. */
+    thread_pool_free(ctx->thread_pool);
     /* A pending BH that is not deleted (one-shots included) is lost work. */
     while ((bh = QSLIST_FIRST(&ctx->bh_local))) {
         QSLIST_REMOVE_HEAD(&ctx->bh_local, local_next);
@@ -821,6 +824,9 @@ void aio_context_set_thread_pool_params(AioContext *ctx, int64_t min,
     }
     qatomic_set(&ctx->thread_pool_min, min);
     qatomic_set(&ctx->thread_pool_max, max);
+    /* Pairs with smp_mb() in aio_get_thread_pool(). */
+    smp_mb();
+    thread_pool_update_params(qatomic_load_acquire(&ctx->thread_pool), ctx);
 }
 
 /* ---- timers and misc -------------------------------------------------- */
