@@ -12,5 +12,7 @@
 #include <aioloop/event-notifier.h>
 #include <aioloop/timer.h>
 #include <aioloop/aio.h>
+#include <aioloop/lockable.h>
+#include <aioloop/coroutine.h>
 
 #endif

@@ -221,6 +221,13 @@ struct AioContext {
     AioHandlerSList submit_list; /* atomic push, home thread pops */
 
     AioloopContextStats stats; /* home thread writes, relaxed */
+
+    /*
+     * aio_co_schedule(): coroutines to enter here, pushed lock-free by any
+     * thread, taken whole by co_schedule_bh (src/core/async-co.c).
+     */
+    QSLIST_HEAD(, Coroutine) scheduled_coroutines;
+    QEMUBH *co_schedule_bh;
 };
 
 /* async.c */
@@ -233,6 +240,9 @@ void aio_context_bind_home(AioContext *ctx, const char *caller);
  */
 #define AIOLOOP_TLS __thread __attribute__((tls_model("initial-exec")))
 extern AIOLOOP_TLS AioContext *aio_tls_dispatch_ctx;
+
+/* async-co.c: the BH that enters scheduled_coroutines in FIFO order. */
+void co_schedule_bh_cb(void *opaque);
 
 /* aio-posix.c */
 void aio_add_ready_handler(AioHandlerList *ready_list, AioHandler *node,
