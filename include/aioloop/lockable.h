@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include <aioloop/compiler.h>
 
@@ -94,18 +95,34 @@ static inline void qemu_lockable_unlock(QemuLockable *l)
 }
 
 #ifndef __cplusplus
+/* A lockable whose object is NULL stands for "no lock". */
+static inline QemuLockable *qemu_lockable_or_null_(QemuLockable *l)
+{
+    return l->object ? l : NULL;
+}
+
+/* An untyped pointer may only be NULL: "no lock". */
+static inline QemuLockable *qemu_null_lockable_(void *x)
+{
+    if (x) {
+        abort();  /* pass a typed lock, not a void * */
+    }
+    return (QemuLockable *)0;
+}
+
 /*
  * QEMU_MAKE_LOCKABLE(x): a QemuLockable * for @x, or NULL when @x is NULL.
  * The temporary lives until the end of the enclosing block, which covers
  * every use as a function argument.
  */
 #define QEMU_MAKE_LOCKABLE_(x, lockfn, unlockfn)                             \
-    ((x) ? &(QemuLockable){ (void *)(x), (lockfn), (unlockfn) } : NULL)
+    qemu_lockable_or_null_(&(QemuLockable){ (void *)(x), (lockfn),           \
+                                            (unlockfn) })
 
 #define QEMU_MAKE_LOCKABLE(x)                                                \
     _Generic((x),                                                            \
         QemuLockable *: (x),                                                 \
-        void *: ((QemuLockable *)(x)),                                       \
+        void *: qemu_null_lockable_((void *)(x)),                            \
         CoMutex *: QEMU_MAKE_LOCKABLE_((x), aioloop_lockable_co_mutex_lock,  \
                                        aioloop_lockable_co_mutex_unlock),    \
         pthread_mutex_t *: QEMU_MAKE_LOCKABLE_((x),                          \
