@@ -11,7 +11,6 @@
 
 #include "coroutine-int.h"
 
-extern long aioloop_co_switch(void **save_sp, void *new_sp, long action);
 extern char aioloop_co_start[];
 
 const char co_backend_name[] = "asm";
@@ -41,10 +40,4 @@ void co_backend_init(Coroutine *co)
 #error "no asm coroutine switch for this architecture: use -Dcoroutine_backend=ucontext"
 #endif
     co->sp = frame;
-}
-
-CoroutineAction co_backend_switch(Coroutine *from, Coroutine *to,
-                                  CoroutineAction action)
-{
-    return (CoroutineAction)aioloop_co_switch(&from->sp, to->sp, action);
 }

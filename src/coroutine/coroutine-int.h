@@ -68,9 +68,6 @@ struct Coroutine {
     bool is_leader;
 };
 
-/* coroutine.c: the switch with every sanitizer annotation (noinline). */
-CoroutineAction qemu_coroutine_switch(Coroutine *from, Coroutine *to,
-                                      CoroutineAction action);
 /* Called by the backend at a new coroutine's first entry; never returns. */
 void coroutine_main_loop(Coroutine *co) __attribute__((noreturn));
 /* Stacks mmap()ed since start (tests check that the pool is used). */
@@ -81,10 +78,23 @@ uint64_t coroutine_stats_stack_frees(void);
 /* Backend: coroutine-asm.c or coroutine-ucontext.c. */
 /* Prepare @co's fresh stack so that the first switch runs coroutine_main_loop(co). */
 void co_backend_init(Coroutine *co);
-/* Save the current context in @from, resume @to; returns the action passed
- * by whoever switches back to @from. */
+/*
+ * Save the current context in @from, resume @to; returns the action passed
+ * by whoever switches back to @from.  Inline for the asm backend: the
+ * switch is then one call into switch-<arch>.S.
+ */
+#if CONFIG_COROUTINE_UCONTEXT
 CoroutineAction co_backend_switch(Coroutine *from, Coroutine *to,
                                   CoroutineAction action);
+#else
+long aioloop_co_switch(void **save_sp, void *new_sp, long action);
+
+static inline CoroutineAction co_backend_switch(Coroutine *from, Coroutine *to,
+                                                CoroutineAction action)
+{
+    return (CoroutineAction)aioloop_co_switch(&from->sp, to->sp, action);
+}
+#endif
 extern const char co_backend_name[];
 
 #endif

@@ -512,10 +512,15 @@ void switch_finished(void *fake_stack_save)
 }
 
 /*
- * noinline: callers must not keep TLS addresses computed before the switch
- * (they may resume in another thread).
+ * Out of line except on x86-64: callers must not keep TLS addresses
+ * computed before the switch (they may resume in another thread); see
+ * CO_TLS_ACCESSOR.
  */
-__attribute__((noinline))
+#if defined(__x86_64__)
+static inline __attribute__((always_inline))
+#else
+static __attribute__((noinline))
+#endif
 CoroutineAction qemu_coroutine_switch(Coroutine *from, Coroutine *to,
                                       CoroutineAction action)
 {
