@@ -72,7 +72,7 @@ struct Coroutine {
 void coroutine_main_loop(Coroutine *co) __attribute__((noreturn));
 /* Stacks mmap()ed since start (tests check that the pool is used). */
 uint64_t coroutine_stats_stack_allocs(void);
-/* Coroutines currently pooled, all threads (approximate). */
+/* Stacks munmap()ed since start. */
 uint64_t coroutine_stats_stack_frees(void);
 
 /* Backend: coroutine-asm.c or coroutine-ucontext.c. */
