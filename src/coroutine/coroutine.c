@@ -54,17 +54,27 @@
 /* ---- thread-local state ----------------------------------------------- */
 
 /*
- * A coroutine may resume in another thread than the one it yielded in.  On
- * x86-64 every TLS access goes through %fs and so always reaches the current
- * thread's copy.  Elsewhere the compiler may keep the thread pointer in a
- * register across a call, including across a switch; there the accessors
- * are out of line and opaque (asm) so each call reads it afresh (the
- * problem QEMU's coroutine-tls.h describes).
+ * A coroutine may resume in another thread than the one it yielded in, and
+ * a compiler may keep the thread pointer in a register across a call,
+ * including across a switch (the problem QEMU's coroutine-tls.h describes).
+ * Two defences:
+ *
+ * - A function that switches and may come back in another thread does no
+ *   TLS access after the switch (qemu_coroutine_yield), or does it in a
+ *   fresh out-of-line call (coroutine_terminate for coroutine_main_loop's
+ *   loop).  The enter loop switches too, but the coroutine it enters always
+ *   returns to it in the same thread.
+ * - The accessors below are out of line and opaque (asm) so that each call
+ *   reads the thread pointer afresh, except on x86-64 without sanitizers:
+ *   there plain TLS loads and stores go through %fs every time.  Sanitizer
+ *   instrumentation materialises TLS addresses, so it gets the safe form.
  */
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(CO_ASAN) && !defined(CO_TSAN)
 #define CO_TLS_ACCESSOR static inline __attribute__((always_inline))
+#define CO_TLS_FENCE() do { } while (0)
 #else
 #define CO_TLS_ACCESSOR static __attribute__((noinline))
+#define CO_TLS_FENCE() __asm__ volatile("" ::: "memory")
 #endif
 
 typedef struct LocalPool {
@@ -84,33 +94,27 @@ static AIOLOOP_TLS LocalPool tls_pool;
 
 CO_TLS_ACCESSOR Coroutine *get_current(void)
 {
-#if !defined(__x86_64__)
-    __asm__ volatile("" ::: "memory");
-#endif
+    CO_TLS_FENCE();
     return tls_current;
 }
 
 CO_TLS_ACCESSOR void set_current(Coroutine *co)
 {
-#if !defined(__x86_64__)
-    __asm__ volatile("" ::: "memory");
-#endif
+    CO_TLS_FENCE();
     tls_current = co;
 }
 
-CO_TLS_ACCESSOR Coroutine *get_leader(void)
+/* Out of line everywhere: it runs right after a switch (switch_finished). */
+static __attribute__((noinline)) Coroutine *get_leader(void)
 {
-#if !defined(__x86_64__)
+    /* Not a pure function to the optimiser: each call is made. */
     __asm__ volatile("" ::: "memory");
-#endif
     return &tls_leader;
 }
 
 CO_TLS_ACCESSOR LocalPool *get_local_pool(void)
 {
-#if !defined(__x86_64__)
-    __asm__ volatile("" ::: "memory");
-#endif
+    CO_TLS_FENCE();
     return &tls_pool;
 }
 
@@ -512,11 +516,10 @@ void switch_finished(void *fake_stack_save)
 }
 
 /*
- * Out of line except on x86-64: callers must not keep TLS addresses
- * computed before the switch (they may resume in another thread); see
- * CO_TLS_ACCESSOR.
+ * Inlined only where the TLS accessors are (see CO_TLS_ACCESSOR): callers
+ * must not keep TLS addresses computed before the switch.
  */
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(CO_ASAN) && !defined(CO_TSAN)
 static inline __attribute__((always_inline))
 #else
 static __attribute__((noinline))
@@ -542,12 +545,23 @@ CoroutineAction qemu_coroutine_switch(Coroutine *from, Coroutine *to,
     return ret;
 }
 
+/*
+ * Out of line so that its TLS accesses use the thread the coroutine ends
+ * in, not the one coroutine_main_loop() started in: the entry function may
+ * have moved the coroutine, and a reused coroutine loops back here from
+ * wherever it was entered.
+ */
+static __attribute__((noinline)) void coroutine_terminate(Coroutine *co)
+{
+    qemu_coroutine_switch(co, co->caller, COROUTINE_TERMINATE);
+}
+
 void coroutine_main_loop(Coroutine *co)
 {
     switch_finished(NULL);
     for (;;) {
         co->entry(co->entry_arg);
-        qemu_coroutine_switch(co, co->caller, COROUTINE_TERMINATE);
+        coroutine_terminate(co);
     }
 }
 
