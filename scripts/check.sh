@@ -8,6 +8,8 @@
 #   3b. build-ucontext/  -Dcoroutine_backend=ucontext: the 'coroutine'
 #      suite again with the portable coroutine backend (both backends must
 #      pass; the rest of the library does not depend on it)
+#   (opt-in) build-aarch64/  cross-built for aarch64, 'coroutine' suite under
+#      qemu-user: CHECK_FLAVOURS="... aarch64"
 #   4. tests/integration/install-test.sh (install into a temporary prefix and
 #      build examples/hello.c against it, shared and static)
 #
@@ -220,6 +222,20 @@ for flavour in $FLAVOURS; do
         ucontext)
             run_flavour ucontext build-ucontext \
                 "-Dcoroutine_backend=ucontext" "--suite coroutine"
+            ;;
+        aarch64)
+            # Opt-in (CHECK_FLAVOURS=aarch64): the aarch64 coroutine switch,
+            # cross-built and run under qemu-user.
+            if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 &&
+                    command -v qemu-aarch64 >/dev/null 2>&1; then
+                run_flavour aarch64 build-aarch64 \
+                    "--cross-file scripts/cross/aarch64-linux-gnu.ini" \
+                    "--suite coroutine"
+            else
+                echo "check: aarch64: skipped (needs gcc-aarch64-linux-gnu," \
+                     "libc6-dev-arm64-cross and qemu-user)"
+                skipped=$((skipped + 1))
+            fi
             ;;
         *)
             fail_step "unknown flavour '$flavour' in CHECK_FLAVOURS"
