@@ -253,8 +253,9 @@ static void stack_free(Coroutine *co)
  * pool (one mutex, taken once per batch); a thread whose list is empty
  * takes a batch from there before mapping new stacks.  The shared pool
  * holds SHARED_POOL_MIN coroutines plus qemu_coroutine_inc_pool_size()
- * additions plus one per stack mapped for lack of a pooled one (demand),
- * all bounded by pool_hard_cap: each pooled stack is two VMAs (stack and
+ * additions plus one per stack mapped for lack of a pooled one (demand,
+ * halved at the end of every thread's window), all bounded by
+ * pool_hard_cap: each pooled stack is two VMAs (stack and
  * guard), and QEMU hit vm.max_map_count with too large a pool.
  */
 #define POOL_BATCH 64u
@@ -382,6 +383,36 @@ static void shared_pool_put(Coroutine *batch)
     free_list(batch);
 }
 
+/*
+ * A thread's decay window ended: halve the demand credit and free what the
+ * shared pool holds beyond its (new) capacity, so that the stacks of a
+ * burst that is over do not stay mapped forever.  Racy updates of demand
+ * only make the heuristic a little less exact.
+ */
+static void shared_pool_decay(void)
+{
+    Coroutine *to_free = NULL;
+
+    qatomic_set(&shared_pool.demand, qatomic_read(&shared_pool.demand) / 2);
+    pthread_mutex_lock(&shared_pool.lock);
+    while (shared_pool.size > shared_pool_max() && shared_pool.batches) {
+        Coroutine *batch = shared_pool.batches;
+
+        qatomic_set(&shared_pool.batches,
+                    QSLIST_NEXT(batch, co_scheduled_next));
+        shared_pool.size -= list_len(batch);
+        QSLIST_NEXT(batch, co_scheduled_next) = to_free;
+        to_free = batch;
+    }
+    pthread_mutex_unlock(&shared_pool.lock);
+    while (to_free) {
+        Coroutine *next = QSLIST_NEXT(to_free, co_scheduled_next);
+
+        free_list(to_free);
+        to_free = next;
+    }
+}
+
 /* Trim @lp to @max, batches first to the shared pool. */
 static void local_pool_trim(LocalPool *lp, unsigned max)
 {
@@ -479,6 +510,7 @@ static void coroutine_release(Coroutine *co)
         lp->window_peak = MAX(lp->in_use, 0);
         lp->window_left = POOL_WINDOW;
         local_pool_trim(lp, local_pool_max(lp));
+        shared_pool_decay();
     }
     co->pool_next = lp->head;
     lp->head = co;

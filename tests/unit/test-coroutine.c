@@ -379,6 +379,30 @@ TEST(pool_recycles_1000_live_coroutines)
     ASSERT_UINT(coroutine_stats_stack_allocs(), ==, after_first);
 }
 
+/*
+ * After a burst, two decay windows (65536 terminations each) of little
+ * demand give most of the burst's stacks back to the kernel.
+ */
+TEST(pool_trims_after_a_burst)
+{
+    enum { BURST = 3000, WINDOW = 65536 };
+    static Coroutine *cos[BURST];
+    uint64_t frees;
+
+    for (int i = 0; i < BURST; i++) {
+        cos[i] = qemu_coroutine_create(yield_once_fn, NULL);
+        qemu_coroutine_enter(cos[i]);
+    }
+    for (int i = 0; i < BURST; i++) {
+        qemu_coroutine_enter(cos[i]);
+    }
+    frees = coroutine_stats_stack_frees();
+    for (int i = 0; i < 3 * WINDOW; i++) {
+        qemu_coroutine_enter(qemu_coroutine_create(noop_fn, NULL));
+    }
+    ASSERT_UINT(coroutine_stats_stack_frees() - frees, >=, BURST / 2);
+}
+
 static void *pool_thread(void *arg)
 {
     for (int i = 0; i < 100; i++) {
@@ -722,6 +746,7 @@ RUN_TESTS(
     T(mutual_wakeups_do_not_grow_the_stack),
     T(pool_recycles_1000_live_coroutines),
     T(thread_exit_hands_pool_over),
+    T(pool_trims_after_a_burst),
     T(pool_size_adjustment),
     T(stack_size_is_configurable),
     T(stack_overflow_faults),
