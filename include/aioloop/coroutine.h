@@ -489,6 +489,17 @@ AIOLOOP_API void coroutine_fn qemu_co_sleep_ns(QEMUClockType type, int64_t ns);
 AIOLOOP_API void qemu_co_sleep_wake(QemuCoSleep *w);
 
 /**
+ * yield_until_fd_readable: Yield until @fd is readable (or hung up, or in
+ * error).
+ * @fd: the file descriptor
+ *
+ * Coroutine context only, in a thread with a current AioContext.  Replaces
+ * any handler set on @fd in that context, and removes its own before the
+ * coroutine resumes.
+ */
+AIOLOOP_API void coroutine_fn yield_until_fd_readable(int fd);
+
+/**
  * CleanupFunc: frees what a timed-out qemu_co_timeout() entry still uses.
  */
 typedef void CleanupFunc(void *opaque);

@@ -3,7 +3,7 @@
  * (any lockable or NULL, next/restart_all/enter_next, WAIT_FRONT), CoRwlock
  * (sharing, fairness, upgrade behind a waiting writer, downgrade),
  * qemu_co_sleep_ns, wakeable sleeps woken early (same thread and another
- * thread) and qemu_co_timeout.
+ * thread), qemu_co_timeout and yield_until_fd_readable.
  */
 #define _GNU_SOURCE
 
@@ -597,6 +597,43 @@ TEST(co_timeout)
     test_watchdog_cancel();
 }
 
+/* ---- yield_until_fd_readable ---------------------------------------------- */
+
+typedef struct FdWaiter {
+    int fd;
+    bool done;
+} FdWaiter;
+
+static void coroutine_fn fd_wait_co(void *opaque)
+{
+    FdWaiter *w = opaque;
+
+    yield_until_fd_readable(w->fd);
+    w->done = true;
+}
+
+TEST(yield_until_fd_readable_resumes_on_data)
+{
+    FdWaiter w = { .fd = test_eventfd() };
+
+    setup();
+    test_watchdog("yield_until_fd_readable_resumes_on_data", 60);
+    qemu_coroutine_enter(qemu_coroutine_create(fd_wait_co, &w));
+    ASSERT_FALSE(w.done);
+    /* Nothing to read: the coroutine keeps waiting. */
+    aio_poll(ctx, false);
+    ASSERT_FALSE(w.done);
+    test_eventfd_write(w.fd);
+    while (!w.done) {
+        aio_poll(ctx, true);
+    }
+    /* Its handler is gone: more data does not enter anything. */
+    test_eventfd_write(w.fd);
+    aio_poll(ctx, false);
+    close(w.fd);
+    test_watchdog_cancel();
+}
+
 RUN_TESTS(
     T(misuse_aborts_with_message),
     T(comutex_hands_off_in_fifo_order),
@@ -613,4 +650,5 @@ RUN_TESTS(
     T(co_sleep_wakes_early_when_woken),
     T(co_sleep_woken_from_another_thread),
     T(co_timeout),
+    T(yield_until_fd_readable_resumes_on_data),
 )
