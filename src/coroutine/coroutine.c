@@ -641,23 +641,20 @@ static void coroutine_delete(Coroutine *co)
 
 void qemu_aio_coroutine_enter(AioContext *ctx, Coroutine *co)
 {
+    /* Coroutines woken meanwhile, to run after @co (depth-first). */
     QSIMPLEQ_HEAD(, Coroutine) pending;
     Coroutine *from = self_or_leader();
+    Coroutine *to = co;
 
     QSIMPLEQ_INIT(&pending);
-    QSIMPLEQ_INSERT_TAIL(&pending, co, co_queue_next);
-
-    while (!QSIMPLEQ_EMPTY(&pending)) {
-        Coroutine *to = QSIMPLEQ_FIRST(&pending);
+    for (;;) {
         /*
          * Acquire: read @to before to->scheduled; pairs with the CAS in
-         * aio_co_schedule() and qemu_co_sleep_ns_wakeable().
+         * aio_co_schedule() and qemu_co_sleep().
          */
         const char *scheduled = __atomic_load_n(&to->scheduled,
                                                 __ATOMIC_ACQUIRE);
         CoroutineAction ret;
-
-        QSIMPLEQ_REMOVE_HEAD(&pending, co_queue_next);
 
         /*
          * Entering a scheduled coroutine would enter it twice, possibly
@@ -689,6 +686,11 @@ void qemu_aio_coroutine_enter(AioContext *ctx, Coroutine *co)
         if (ret == COROUTINE_TERMINATE) {
             coroutine_delete(to);
         }
+        to = QSIMPLEQ_FIRST(&pending);
+        if (likely(!to)) {
+            return;
+        }
+        QSIMPLEQ_REMOVE_HEAD(&pending, co_queue_next);
     }
 }
 
