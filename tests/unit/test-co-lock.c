@@ -121,6 +121,30 @@ static void lock_outside(void *opaque)
 
 static void sleep_then_enter(void *opaque);
 
+static void coroutine_fn rw_unlock_unheld_co(void *opaque)
+{
+    qemu_co_rwlock_unlock(opaque);
+}
+
+static void coroutine_fn rw_downgrade_read_co(void *opaque)
+{
+    qemu_co_rwlock_rdlock(opaque);
+    qemu_co_rwlock_downgrade(opaque);
+}
+
+static void coroutine_fn rw_upgrade_unheld_co(void *opaque)
+{
+    qemu_co_rwlock_upgrade(opaque);
+}
+
+static void rw_misuse(void *opaque)
+{
+    CoRwlock l;
+
+    qemu_co_rwlock_init(&l);
+    qemu_coroutine_enter(qemu_coroutine_create(opaque, &l));
+}
+
 TEST(misuse_aborts_with_message)
 {
     test_expect_abort(unlock_unheld, NULL, "mutex not held by this coroutine");
@@ -128,6 +152,12 @@ TEST(misuse_aborts_with_message)
     test_expect_abort(lock_outside, NULL, "outside coroutine context");
     test_expect_abort(sleep_then_enter, NULL,
                       "already scheduled in 'qemu_co_sleep_ns'");
+    test_expect_abort(rw_misuse, rw_unlock_unheld_co,
+                      "qemu_co_rwlock_unlock: lock is not held");
+    test_expect_abort(rw_misuse, rw_downgrade_read_co,
+                      "not held for writing");
+    test_expect_abort(rw_misuse, rw_upgrade_unheld_co,
+                      "not held for reading");
 }
 
 /* ---- CoQueue ------------------------------------------------------------- */

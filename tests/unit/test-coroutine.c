@@ -331,6 +331,23 @@ static void schedule_twice(void *opaque)
     aio_co_schedule(ctx, co);
 }
 
+static void unref_with_scheduled(void *opaque)
+{
+    AioContext *ctx = test_aio_context_new();
+    Coroutine *co = qemu_coroutine_create(yield_once_fn, NULL);
+
+    (void)opaque;
+    qemu_coroutine_enter(co);
+    aio_co_schedule(ctx, co);
+    aio_context_unref(ctx);
+}
+
+static void reschedule_outside(void *opaque)
+{
+    (void)opaque;
+    aio_co_reschedule_self(NULL);
+}
+
 static void create_null(void *opaque)
 {
     (void)opaque;
@@ -346,6 +363,9 @@ TEST(misuse_aborts_with_message)
     test_expect_abort(schedule_twice, NULL,
                       "already scheduled in 'aio_co_schedule'");
     test_expect_abort(create_null, NULL, "entry function is NULL");
+    test_expect_abort(unref_with_scheduled, NULL,
+                      "while coroutines are scheduled");
+    test_expect_abort(reschedule_outside, NULL, "outside coroutine context");
 }
 
 /* ---- pool and stacks ----------------------------------------------------- */
