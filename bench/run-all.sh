@@ -1,5 +1,6 @@
 #!/bin/bash
-# Run every aioloop benchmark (W1-W4) next to its peers and plot W2.
+# Run every aioloop benchmark (W1-W4 next to their peers, C1-C3 coroutines)
+# and plot W2.
 #
 #   bench/run-all.sh [BUILD_DIR]
 #
@@ -16,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$(dirname "$here")
 build=${1:-${BENCH_BUILD_DIR:-/tmp/aioloop-bench-build}}
 results="$here/results"
-programs="w1-bh w2-pingpong w3-timers w4-fds w5-threadpool"
+programs="w1-bh w2-pingpong w3-timers w4-fds w5-threadpool coroutine-perf"
 
 if [ ! -f "$build/build.ninja" ]; then
     meson setup "$build" "$src" -Dbench=true -Dbuildtype=release >/dev/null || {

@@ -5,6 +5,11 @@
 #   1. build/       default (debugoptimized) build: every suite
 #   2. build-asan/  -Db_sanitize=address,undefined: all but 'model', 'headers'
 #   3. build-tsan/  -Db_sanitize=thread: all but 'model', 'headers'
+#   3b. build-ucontext/  -Dcoroutine_backend=ucontext: the 'coroutine'
+#      suite again with the portable coroutine backend (both backends must
+#      pass; the rest of the library does not depend on it)
+#   (opt-in) build-aarch64/  cross-built for aarch64, 'coroutine' suite under
+#      qemu-user: CHECK_FLAVOURS="... aarch64"
 #   4. tests/integration/install-test.sh (install into a temporary prefix and
 #      build examples/hello.c against it, shared and static)
 #
@@ -16,7 +21,7 @@
 #
 # and the exit status is non-zero if anything failed or nothing passed.
 #
-# Environment: CHECK_FLAVOURS (default "default asan tsan") selects the
+# Environment: CHECK_FLAVOURS (default "default asan tsan ucontext") selects the
 # builds, CHECK_INSTALL_TEST=0 skips step 4, MESON_TEST_ARGS adds arguments
 # to every "meson test" (e.g. "--suite unit").
 set -uo pipefail
@@ -25,7 +30,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
 
 JOBS=${JOBS:-2}
-FLAVOURS=${CHECK_FLAVOURS:-default asan tsan}
+FLAVOURS=${CHECK_FLAVOURS:-default asan tsan ucontext}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 
@@ -213,6 +218,24 @@ for flavour in $FLAVOURS; do
                 "-Db_sanitize=thread -Db_lundef=false $(tsan_c_args)" \
                 "--no-suite model --no-suite headers" \
                 "$(sanitizer_wrapper thread)"
+            ;;
+        ucontext)
+            run_flavour ucontext build-ucontext \
+                "-Dcoroutine_backend=ucontext" "--suite coroutine"
+            ;;
+        aarch64)
+            # Opt-in (CHECK_FLAVOURS=aarch64): the aarch64 coroutine switch,
+            # cross-built and run under qemu-user.
+            if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 &&
+                    command -v qemu-aarch64 >/dev/null 2>&1; then
+                run_flavour aarch64 build-aarch64 \
+                    "--cross-file scripts/cross/aarch64-linux-gnu.ini" \
+                    "--suite coroutine"
+            else
+                echo "check: aarch64: skipped (needs gcc-aarch64-linux-gnu," \
+                     "libc6-dev-arm64-cross and qemu-user)"
+                skipped=$((skipped + 1))
+            fi
             ;;
         *)
             fail_step "unknown flavour '$flavour' in CHECK_FLAVOURS"

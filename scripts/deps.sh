@@ -11,13 +11,15 @@
 set -euo pipefail
 
 build_pkgs="gcc g++ clang meson ninja-build pkg-config liburing-dev libaio-dev python3"
-check_pkgs="spin"
+# valgrind: valgrind/valgrind.h, to register coroutine stacks (optional at
+# build time, wanted for checks that run under valgrind).
+check_pkgs="spin valgrind"
 bench_pkgs="libuv1-dev libev-dev libevent-dev libglib2.0-dev gnuplot-nox"
 
 # The command a tool package provides (empty for libraries: dpkg only).
 pkg_command() {
     case "$1" in
-        gcc | g++ | clang | meson | pkg-config | python3 | spin) echo "$1" ;;
+        gcc | g++ | clang | meson | pkg-config | python3 | spin | valgrind) echo "$1" ;;
         ninja-build) echo ninja ;;
         gnuplot-nox) echo gnuplot ;;
         *) echo "" ;;

@@ -16,5 +16,7 @@
 #include <aioloop/block-aio.h>
 #include <aioloop/thread-pool.h>
 #include <aioloop/iothread.h>
+#include <aioloop/lockable.h>
+#include <aioloop/coroutine.h>
 
 #endif

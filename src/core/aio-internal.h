@@ -256,6 +256,13 @@ struct AioContext {
     AioHandlerSList submit_list; /* atomic push, home thread pops */
 
     AioloopContextStats stats; /* home thread writes, relaxed */
+
+    /*
+     * aio_co_schedule(): coroutines to enter here, pushed lock-free by any
+     * thread, taken whole by co_schedule_bh (src/core/async-co.c).
+     */
+    QSLIST_HEAD(, Coroutine) scheduled_coroutines;
+    QEMUBH *co_schedule_bh;
 };
 
 /*
@@ -297,6 +304,8 @@ static inline void aio_walk_end(AioContext *ctx)
 {
     ctx->walking--;
 }
+/* async-co.c: the BH that enters scheduled_coroutines in FIFO order. */
+void co_schedule_bh_cb(void *opaque);
 
 /* aio-posix.c */
 void aio_add_ready_handler(AioHandlerList *ready_list, AioHandler *node,

@@ -670,6 +670,7 @@ AioContext *aio_context_new(Error **errp)
     if (fdmon_select(ctx, errp) < 0) {
         goto fail;
     }
+    ctx->co_schedule_bh = aio_bh_new(ctx, co_schedule_bh_cb, ctx);
     aio_set_event_notifier(ctx, &ctx->notifier, aio_context_notifier_cb,
                            aio_context_notifier_poll,
                            aio_context_notifier_poll_ready);
@@ -702,6 +703,15 @@ static void aio_context_finalize(AioContext *ctx)
         error_report("aio_context_unref: last reference dropped while "
                      "aio_bh_poll() runs on AioContext %p", (void *)ctx);
         abort();
+    }
+    if (ctx->co_schedule_bh) {
+        if (qatomic_read(&ctx->scheduled_coroutines.slh_first)) {
+            error_report("aio_context_unref: last reference dropped while "
+                         "coroutines are scheduled on AioContext %p",
+                         (void *)ctx);
+            abort();
+        }
+        qemu_bh_delete(ctx->co_schedule_bh);
     }
     /* Stops the workers and deletes the pool's BH before the leak check. */
     thread_pool_free(ctx->thread_pool);

@@ -1,0 +1,271 @@
+/*
+ * C1-C3: coroutine costs.
+ *
+ *  C1 enter+yield   one coroutine that yields in a loop, entered N times:
+ *                   ns per round trip (two switches).  Next to it the floor:
+ *                   the same round trip through the bare switch-<arch>.S
+ *                   between two stacks, measured in this run; and, as a
+ *                   "#" line, glibc swapcontext() (the ucontext backend).
+ *  C2 create+enter+terminate   qemu_coroutine_create(noop) + enter, N
+ *                   times, pool warm: ns per coroutine.
+ *  C3 nesting       QEMU's perf/nesting: a coroutine creates and enters a
+ *                   child, 1000 deep, repeated 10^4 times: total seconds.
+ *
+ * Times are thread CPU time (see cpu_ns()); best of 3 runs.  No event-loop peer has coroutines, so the reference
+ * figures are QEMU master measured on this kind of machine (issue 3, sec. 6):
+ * 57-67 ns, 76-86 ns and 110-160 s; the ratio printed is against the low end.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <aioloop/coroutine.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+
+#ifndef CO_BACKEND
+#define CO_BACKEND "?"
+#endif
+
+#define REPS 3
+
+/*
+ * Thread CPU time, not wall time: these loops never block, and on a
+ * shared VM the wall clock also counts the time other jobs hold the CPU
+ * (2-3x here under load).  On an idle machine both agree.
+ */
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void coroutine_fn yield_loop(void *opaque)
+{
+    (void)opaque;
+    for (;;) {
+        qemu_coroutine_yield();
+    }
+}
+
+static double c1_enter_yield(long n)
+{
+    static Coroutine *co;
+    uint64_t t0, t1;
+
+    /* Never terminates: one coroutine for the whole program. */
+    if (!co) {
+        co = qemu_coroutine_create(yield_loop, NULL);
+    }
+    t0 = cpu_ns();
+    for (long i = 0; i < n; i++) {
+        qemu_coroutine_enter(co);
+    }
+    t1 = cpu_ns();
+    return (double)(t1 - t0) / n;
+}
+
+static ucontext_t uc_main, uc_co;
+
+static void uc_loop(void)
+{
+    for (;;) {
+        swapcontext(&uc_co, &uc_main);
+    }
+}
+
+static double c1_swapcontext(long n)
+{
+    static char *stack;
+    uint64_t t0, t1;
+
+    if (!stack) {
+        stack = malloc(64 * 1024);
+        getcontext(&uc_co);
+        uc_co.uc_stack.ss_sp = stack;
+        uc_co.uc_stack.ss_size = 64 * 1024;
+        uc_co.uc_link = NULL;
+        makecontext(&uc_co, uc_loop, 0);
+    }
+    t0 = cpu_ns();
+    for (long i = 0; i < n; i++) {
+        swapcontext(&uc_main, &uc_co);
+    }
+    t1 = cpu_ns();
+    return (double)(t1 - t0) / n;
+}
+
+#ifdef HAVE_ASM_FLOOR
+/*
+ * The floor: the library's own switch-<arch>.S (compiled into this
+ * program too) between two bare stacks, no coroutine bookkeeping.
+ */
+long aioloop_co_switch(void **save_sp, void *new_sp, long action);
+void coroutine_main_loop(void *co);
+void coroutine_main_loop(void *co)
+{
+    (void)co;   /* aioloop_co_start's callee; unused by the floor */
+    abort();
+}
+
+static void *floor_main_sp, *floor_co_sp;
+
+static void floor_co(void)
+{
+    for (;;) {
+        aioloop_co_switch(&floor_co_sp, floor_main_sp, 1);
+    }
+}
+
+static double c1_floor(long n)
+{
+    static char *stack;
+    uint64_t t0, t1;
+
+    if (!stack) {
+        uintptr_t top, *f;
+
+        stack = malloc(64 * 1024);
+        top = ((uintptr_t)stack + 64 * 1024) & ~(uintptr_t)15;
+#if defined(__x86_64__)
+        f = (uintptr_t *)(top - 8 * sizeof(uintptr_t));
+        memset(f, 0, 8 * sizeof(uintptr_t));
+        f[6] = (uintptr_t)floor_co;     /* return address after 6 pops */
+#else
+        f = (uintptr_t *)(top - 160);
+        memset(f, 0, 160);
+        f[11] = (uintptr_t)floor_co;    /* x30 */
+#endif
+        floor_co_sp = f;
+    }
+    t0 = cpu_ns();
+    for (long i = 0; i < n; i++) {
+        aioloop_co_switch(&floor_main_sp, floor_co_sp, 0);
+    }
+    t1 = cpu_ns();
+    return (double)(t1 - t0) / n;
+}
+#else
+static double c1_floor(long n)
+{
+    (void)n;
+    return -1;
+}
+#endif
+
+static void coroutine_fn noop(void *opaque)
+{
+    (void)opaque;
+}
+
+static double c2_create_enter(long n)
+{
+    uint64_t t0, t1;
+
+    t0 = cpu_ns();
+    for (long i = 0; i < n; i++) {
+        qemu_coroutine_enter(qemu_coroutine_create(noop, NULL));
+    }
+    t1 = cpu_ns();
+    return (double)(t1 - t0) / n;
+}
+
+typedef struct NestData {
+    unsigned n_enter, n_return, max;
+} NestData;
+
+static void coroutine_fn nest(void *opaque)
+{
+    NestData *nd = opaque;
+
+    nd->n_enter++;
+    if (nd->n_enter < nd->max) {
+        qemu_coroutine_enter(qemu_coroutine_create(nest, nd));
+    }
+    nd->n_return++;
+}
+
+static double c3_nesting(long cycles, unsigned depth)
+{
+    uint64_t t0, t1;
+
+    t0 = cpu_ns();
+    for (long i = 0; i < cycles; i++) {
+        NestData nd = { 0, 0, depth };
+
+        qemu_coroutine_enter(qemu_coroutine_create(nest, &nd));
+        if (nd.n_return != depth) {
+            fprintf(stderr, "nesting: %u returns, expected %u\n",
+                    nd.n_return, depth);
+            exit(1);
+        }
+    }
+    t1 = cpu_ns();
+    return (double)(t1 - t0) / 1e9;
+}
+
+static double best(double a, double b)
+{
+    return a < 0 || (b >= 0 && b < a) ? b : a;
+}
+
+static void line(const char *label, const char *unit, double mine,
+                 const char *peer, double peer_v, double qemu_lo,
+                 const char *qemu_range, double goal, const char *goal_what)
+{
+    char a[32], b[32], g[96];
+
+    printf("%-28s aioloop %8s %s", label, bench_fmt(a, sizeof(a), mine), unit);
+    if (peer && peer_v > 0) {
+        printf(" | %s %s | ratio vs %s %.3f", peer,
+               bench_fmt(b, sizeof(b), peer_v), peer, mine / peer_v);
+    } else if (peer) {
+        printf(" | %s n/a", peer);
+    }
+    printf(" | QEMU %s | ratio vs QEMU %.3f | %s\n", qemu_range,
+           mine / qemu_lo,
+           bench_goal(g, sizeof(g), mine, goal, goal_what));
+}
+
+int main(void)
+{
+    long n1 = bench_n(20 * 1000 * 1000);
+    long n2 = bench_n(10 * 1000 * 1000);
+    long cycles = bench_n(10000);
+    double c1 = -1, fl = -1, uc = -1, c2 = -1, c3 = -1;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("# C1-C3 coroutines: backend %s, stack %zu KiB; best of %d\n",
+           CO_BACKEND, aioloop_coroutine_get_stack_size() / 1024, REPS);
+    printf("# C1 %ld round trips, C2 %ld coroutines, C3 %ld x 1000 deep\n",
+           n1, n2, cycles);
+
+    /* Warm up: fault in the stacks the pool will hand out. */
+    c2_create_enter(1000);
+    c3_nesting(1, 1000);
+
+    for (int rep = 0; rep < REPS; rep++) {
+        c1 = best(c1, c1_enter_yield(n1));
+        fl = best(fl, c1_floor(n1));
+        uc = best(uc, c1_swapcontext(n1 / 10));
+        c2 = best(c2, c2_create_enter(n2));
+        c3 = best(c3, c3_nesting(cycles, 1000));
+    }
+    if (bench_quick()) {
+        /* Scale the quick run back to the full workload. */
+        c3 *= 10;
+    }
+    line("C1 enter+yield", "ns", c1, "bare asm switch", fl, 57, "57-67",
+         15, "ns");
+    printf("# C1 reference: glibc swapcontext round trip %.0f ns (a "
+           "sigprocmask syscall per switch; the ucontext backend pays it)\n",
+           uc);
+    line("C2 create+enter+terminate", "ns", c2, NULL, 0, 76, "76-86",
+         30, "ns");
+    line("C3 nesting 1000x10^4", "s", c3, NULL, 0, 110, "110-160",
+         2, "s");
+    return 0;
+}

@@ -1,0 +1,100 @@
+/*
+ * Coroutine internals shared by the core, the backends, the locks and
+ * async-co.c.  Nothing here is exported.
+ */
+#ifndef AIOLOOP_COROUTINE_INT_H
+#define AIOLOOP_COROUTINE_INT_H
+
+#include <aioloop/coroutine.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aioloop-config.h"
+#include "../util/atomic.h"
+#include "../util/queue.h"
+
+#if CONFIG_COROUTINE_UCONTEXT
+#include <ucontext.h>
+#endif
+
+typedef enum {
+    COROUTINE_YIELD = 1,
+    COROUTINE_TERMINATE = 2,
+    COROUTINE_ENTER = 3,
+} CoroutineAction;
+
+struct Coroutine {
+    CoroutineEntry *entry;
+    void *entry_arg;
+    /*
+     * Who entered us and gets control back at yield; NULL while not running.
+     * Written by the thread running the coroutine only.
+     */
+    Coroutine *caller;
+    /* AioContext of the last enter; atomic (read by aio_co_wake anywhere). */
+    AioContext *ctx;
+    /*
+     * Name of the function that scheduled us (aio_co_schedule, a sleep), or
+     * NULL; set with a CAS so a second scheduler aborts.  Atomic.
+     */
+    const char *scheduled;
+    /* CoMutexes held (debug check at termination). */
+    size_t locks_held;
+
+    /* Link in a CoQueue or in another coroutine's co_queue_wakeup. */
+    QSIMPLEQ_ENTRY(Coroutine) co_queue_next;
+    /* Coroutines to enter when this one yields or ends (thread running it). */
+    QSIMPLEQ_HEAD(, Coroutine) co_queue_wakeup;
+    /* Link in ctx->scheduled_coroutines (lock-free push). */
+    QSLIST_ENTRY(Coroutine) co_scheduled_next;
+    /* Link in a pool list. */
+    Coroutine *pool_next;
+
+    /* ---- backend ---- */
+#if CONFIG_COROUTINE_UCONTEXT
+    ucontext_t uc;
+    CoroutineAction uc_action; /* passed by whoever resumes us */
+#else
+    void *sp;            /* saved stack pointer while switched out */
+#endif
+    void *map;           /* mmap()ed region: guard page + stack + this struct */
+    size_t map_size;
+    void *stack;         /* lowest usable stack byte (above the guard page) */
+    size_t stack_size;   /* usable bytes (this struct sits above them) */
+    void *tsan_fiber;
+    unsigned valgrind_stack_id;
+    bool is_leader;
+};
+
+/* Called by the backend at a new coroutine's first entry; never returns. */
+void coroutine_main_loop(Coroutine *co) __attribute__((noreturn));
+/* Stacks mmap()ed since start (tests check that the pool is used). */
+uint64_t coroutine_stats_stack_allocs(void);
+/* Stacks munmap()ed since start. */
+uint64_t coroutine_stats_stack_frees(void);
+
+/* Backend: coroutine-asm.c or coroutine-ucontext.c. */
+/* Prepare @co's fresh stack so that the first switch runs coroutine_main_loop(co). */
+void co_backend_init(Coroutine *co);
+/*
+ * Save the current context in @from, resume @to; returns the action passed
+ * by whoever switches back to @from.  Inline for the asm backend: the
+ * switch is then one call into switch-<arch>.S.
+ */
+#if CONFIG_COROUTINE_UCONTEXT
+CoroutineAction co_backend_switch(Coroutine *from, Coroutine *to,
+                                  CoroutineAction action);
+#else
+long aioloop_co_switch(void **save_sp, void *new_sp, long action);
+
+static inline CoroutineAction co_backend_switch(Coroutine *from, Coroutine *to,
+                                                CoroutineAction action)
+{
+    return (CoroutineAction)aioloop_co_switch(&from->sp, to->sp, action);
+}
+#endif
+extern const char co_backend_name[];
+
+#endif

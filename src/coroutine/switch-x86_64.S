@@ -1,0 +1,65 @@
+/*
+ * Coroutine context switch for x86-64 (System V ABI).
+ *
+ * long aioloop_co_switch(void **save_sp, void *new_sp, long action)
+ *
+ * Pushes the callee-saved registers (rbx, rbp, r12-r15) on the current
+ * stack, stores the stack pointer in *save_sp, loads new_sp, pops the
+ * other side's registers and returns into it with @action in rax: the other
+ * side sees its own call to aioloop_co_switch() return @action.  Everything
+ * else the ABI lets a call clobber; no signal mask, no syscall.  The MXCSR
+ * and x87 control words are not switched: coroutines share the thread's
+ * floating-point environment (as with QEMU's sigsetjmp switch).
+ *
+ * aioloop_co_start is where a fresh stack "returns" to on its first switch
+ * (see co_backend_init): r12 holds the Coroutine.
+ */
+#if defined(__CET__) && (__CET__ & 1)
+#define ENDBR endbr64
+#else
+#define ENDBR
+#endif
+
+    .text
+    .globl aioloop_co_switch
+    .hidden aioloop_co_switch
+    .type aioloop_co_switch, @function
+    .p2align 4
+aioloop_co_switch:
+    .cfi_startproc
+    ENDBR
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    movq %rdx, %rax
+    ret
+    .cfi_endproc
+    .size aioloop_co_switch, . - aioloop_co_switch
+
+    .globl aioloop_co_start
+    .hidden aioloop_co_start
+    .type aioloop_co_start, @function
+    .p2align 4
+aioloop_co_start:
+    .cfi_startproc
+    /* Outermost frame: unwinders (gdb, ASan reports) stop here. */
+    .cfi_undefined rip
+    ENDBR
+    movq %r12, %rdi
+    call coroutine_main_loop
+    ud2
+    .cfi_endproc
+    .size aioloop_co_start, . - aioloop_co_start
+
+    .section .note.GNU-stack, "", @progbits
