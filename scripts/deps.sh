@@ -10,7 +10,7 @@
 # listed and the script exits 1.
 set -euo pipefail
 
-build_pkgs="gcc g++ clang meson ninja-build pkg-config liburing-dev libaio-dev python3"
+build_pkgs="gcc g++ clang meson ninja-build pkg-config liburing-dev libaio-dev libglib2.0-dev python3"
 check_pkgs="spin"
 bench_pkgs="libuv1-dev libev-dev libevent-dev libglib2.0-dev gnuplot-nox"
 

@@ -12,5 +12,8 @@
 #include <aioloop/event-notifier.h>
 #include <aioloop/timer.h>
 #include <aioloop/aio.h>
+#include <aioloop/aio-gsource.h>
+#include <aioloop/aio-wait.h>
+#include <aioloop/main-loop.h>
 
 #endif

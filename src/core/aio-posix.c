@@ -771,3 +771,81 @@ int64_t aioloop_context_get_poll_ns(AioContext *ctx)
     qemu_lockcnt_dec(&ctx->list_lock);
     return max_ns;
 }
+
+/* ---- waiting from an outer loop (main loop, GSource) ------------------- */
+
+int64_t aio_source_prepare(AioContext *ctx)
+{
+    int64_t timeout;
+
+    aio_context_bind_home(ctx, "main_loop_wait/GSource prepare");
+
+    /*
+     * Bit 0 of notify_me: from now until check, aio_notify() must write
+     * the eventfd because the outer loop may block on it.  Only the home
+     * thread writes notify_me, so the plain read-modify-write is safe.
+     * Write notify_me before reading "notified" and the BH list; pairs
+     * with smp_mb() in aio_notify().
+     */
+    qatomic_set(&ctx->notify_me, qatomic_read(&ctx->notify_me) | 1);
+    smp_mb();
+
+    timeout = aio_compute_timeout(ctx);
+    /* Leaves poll mode (io_poll_end) and polls each handler once. */
+    if (aio_prepare(ctx)) {
+        timeout = 0;
+    }
+    qemu_lockcnt_inc(&ctx->list_lock);
+    if (ctx->fdmon_ops->gsource_prepare &&
+        ctx->fdmon_ops->gsource_prepare(ctx)) {
+        timeout = 0;
+    }
+    qemu_lockcnt_dec(&ctx->list_lock);
+    /*
+     * An aio_notify() made while bit 0 was clear did not write the
+     * eventfd; don't sleep through it (as aio_poll() re-reads "notified").
+     */
+    if (qatomic_read(&ctx->notified)) {
+        timeout = 0;
+    }
+    return timeout;
+}
+
+int aio_source_fds(AioContext *ctx, struct pollfd *pfds, int max)
+{
+    int n;
+
+    qemu_lockcnt_inc(&ctx->list_lock);
+    n = ctx->fdmon_ops->gsource_fds(ctx, pfds, max);
+    qemu_lockcnt_dec(&ctx->list_lock);
+    return n;
+}
+
+bool aio_source_check(AioContext *ctx, bool fds_ready)
+{
+    /*
+     * Finish the outer poll before clearing bit 0 (store-release), then
+     * accept the notification before looking at BHs, fds and timers, as
+     * aio_poll() does after its wait.
+     */
+    qatomic_store_release(&ctx->notify_me, qatomic_read(&ctx->notify_me) & ~1u);
+    aio_notify_accept(ctx);
+
+    if (fds_ready || aio_bh_scheduled(ctx)) {
+        return true;
+    }
+    if (ctx->fdmon_ops->gsource_check && ctx->fdmon_ops->gsource_check(ctx)) {
+        return true;
+    }
+    return timerlistgroup_deadline_ns(&ctx->tlg) == 0;
+}
+
+void aio_source_dispatch(AioContext *ctx)
+{
+    /*
+     * aio_dispatch() asks the fd monitor again with a zero timeout: the
+     * readiness the outer loop saw is level-triggered, so nothing is lost,
+     * and the poll backend may upgrade itself to epoll there.
+     */
+    aio_dispatch(ctx);
+}

@@ -345,6 +345,38 @@ static int64_t bh_list_timeout(BHList *head)
     return timeout;
 }
 
+static bool bh_list_scheduled(BHList *head)
+{
+    QEMUBH *bh;
+
+    /* Same walk as bh_list_timeout(). */
+    for (bh = __atomic_load_n(&head->slh_first, __ATOMIC_ACQUIRE); bh;
+         bh = QSLIST_NEXT(bh, next)) {
+        unsigned flags = __atomic_load_n(&bh->flags, __ATOMIC_ACQUIRE);
+
+        if ((flags & (BH_SCHEDULED | BH_DELETED)) == BH_SCHEDULED) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool aio_bh_scheduled(AioContext *ctx)
+{
+    BHListSlice *s;
+
+    if (bh_list_scheduled(&ctx->bh_list)) {
+        return true;
+    }
+    /* Slices of aio_bh_poll() calls this dispatch is nested in. */
+    QSIMPLEQ_FOREACH(s, &ctx->bh_slice_list, next) {
+        if (bh_list_scheduled(&s->bh_list)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int64_t aio_compute_timeout(AioContext *ctx)
 {
     BHListSlice *s;

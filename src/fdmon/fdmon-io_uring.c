@@ -454,12 +454,53 @@ static void fdmon_io_uring_destroy(AioContext *ctx)
     free(s);
 }
 
+/*
+ * Submit the queued POLL_ADD/POLL_REMOVE requests, so that the ring fd the
+ * outer loop polls covers every handler (QEMU's gsource_prepare).
+ */
+static bool fdmon_io_uring_gsource_prepare(AioContext *ctx)
+{
+    struct io_uring *ring = &state(ctx)->ring;
+    AioHandlerList ready_list = { NULL };
+    AioHandler *node;
+    int count = 0;
+
+    fill_sq_ring(ctx, &ready_list, &count);
+    if (io_uring_sq_ready(ring)) {
+        io_uring_submit(ring);
+    }
+    /*
+     * make_room() may have reaped completions.  Their nodes are re-armed
+     * and level-triggered, so the dispatch's wait() sees them again; only
+     * unlink them from this stack list.
+     */
+    while ((node = QLIST_FIRST(&ready_list))) {
+        QLIST_REMOVE(node, node_ready);
+        node->revents = 0;
+    }
+    return count || fdmon_io_uring_need_wait(ctx);
+}
+
+static int fdmon_io_uring_gsource_fds(AioContext *ctx, struct pollfd *pfds,
+                                      int max)
+{
+    /* The ring fd is readable while the CQ holds completions. */
+    if (max >= 1) {
+        pfds[0] = (struct pollfd){ .fd = state(ctx)->ring.ring_fd,
+                                   .events = POLLIN };
+    }
+    return 1;
+}
+
 const FDMonOps fdmon_io_uring_ops = {
     .name = "io_uring",
     .update = fdmon_io_uring_update,
     .wait = fdmon_io_uring_wait,
     .need_wait = fdmon_io_uring_need_wait,
     .destroy = fdmon_io_uring_destroy,
+    .gsource_prepare = fdmon_io_uring_gsource_prepare,
+    .gsource_fds = fdmon_io_uring_gsource_fds,
+    .gsource_check = fdmon_io_uring_need_wait,
 };
 
 static int ring_init(struct io_uring *ring)
