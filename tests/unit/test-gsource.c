@@ -284,6 +284,31 @@ TEST(many_fd_handlers)
     env_cleanup(&e);
 }
 
+static void file_read_cb(void *opaque)
+{
+    __atomic_fetch_add((int *)opaque, 1, __ATOMIC_SEQ_CST);
+}
+
+TEST(regular_file_handler)
+{
+    Env e;
+    FILE *f = tmpfile();
+    int runs = 0;
+
+    ASSERT_NOT_NULL(f);
+    env_init(&e);
+    /*
+     * epoll refuses regular files (EPERM): the set breaks and the context
+     * must fall back to poll without the GSource sleeping through it.
+     */
+    aio_set_fd_handler(e.ctx, fileno(f), file_read_cb, NULL, NULL, NULL,
+                       &runs);
+    ITERATE_UNTIL(e.gctx, runs >= 3);
+    aio_set_fd_handler(e.ctx, fileno(f), NULL, NULL, NULL, NULL, NULL);
+    fclose(f);
+    env_cleanup(&e);
+}
+
 /* ---- timers ------------------------------------------------------------------ */
 
 static void timer_cb(void *opaque)
@@ -391,6 +416,7 @@ RUN_TESTS(
     T(gmainloop_runs_context),
     T(event_notifier_from_iteration),
     T(many_fd_handlers),
+    T(regular_file_handler),
     T(timer_from_iteration),
     T(timer_armed_from_thread_wakes_iteration),
     T(mixed_with_aio_poll),

@@ -319,6 +319,20 @@ TEST(fd_handler_runs_only_in_main_loop)
     close(fds[1]);
 }
 
+TEST(fd_handler_on_regular_file)
+{
+    FILE *f = tmpfile();
+    FdData d = { .drain = false };
+
+    /* epoll refuses regular files: the iohandler context falls back to poll. */
+    ASSERT_NOT_NULL(f);
+    qemu_set_fd_handler(fileno(f), fd_read_cb, NULL, &d);
+    LOOP_UNTIL(d.reads >= 3);
+    qemu_set_fd_handler(fileno(f), NULL, NULL, NULL);
+    fclose(f);
+    loop_drain();
+}
+
 TEST(aio_fd_handler_runs_in_aio_poll)
 {
     FdData d = { .drain = true };
@@ -952,6 +966,8 @@ static const TestCase cases[] = {
     T(bql_misuse_aborts),
     T(bql_dropped_while_blocking),
     T(bql_stress_with_main_loop),
+    /* Last: with epoll, it switches the iohandler context to poll. */
+    T(fd_handler_on_regular_file),
     T(misuse_aborts),
 };
 
