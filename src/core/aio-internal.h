@@ -270,7 +270,7 @@ extern AIOLOOP_TLS AioContext *aio_tls_dispatch_ctx;
  *   n = aio_source_fds(ctx, pfds, max);       fds to poll
  *   ... the outer loop polls them (and others) for up to timeout ns ...
  *   if (aio_source_check(ctx, any_revents))   notify_me bit 0 cleared
- *       aio_source_dispatch(ctx);
+ *       aio_source_dispatch(ctx, any_revents);
  *
  * A prepare not followed by check only costs extra eventfd writes until the
  * next check (bit 0 stays set); check may be called more than once.  The
@@ -279,7 +279,7 @@ extern AIOLOOP_TLS AioContext *aio_tls_dispatch_ctx;
 int64_t aio_source_prepare(AioContext *ctx);
 int aio_source_fds(AioContext *ctx, struct pollfd *pfds, int max);
 bool aio_source_check(AioContext *ctx, bool fds_ready);
-void aio_source_dispatch(AioContext *ctx);
+void aio_source_dispatch(AioContext *ctx, bool fds_ready);
 
 /* async.c: true if a BH (idle ones included) is scheduled. */
 bool aio_bh_scheduled(AioContext *ctx);

@@ -840,12 +840,36 @@ bool aio_source_check(AioContext *ctx, bool fds_ready)
     return timerlistgroup_deadline_ns(&ctx->tlg) == 0;
 }
 
-void aio_source_dispatch(AioContext *ctx)
+void aio_source_dispatch(AioContext *ctx, bool fds_ready)
 {
+    AioHandlerList ready_list = { NULL };
+    AioContext *saved = aio_tls_dispatch_ctx;
+    bool ask_fdmon;
+
     /*
-     * aio_dispatch() asks the fd monitor again with a zero timeout: the
-     * readiness the outer loop saw is level-triggered, so nothing is lost,
-     * and the poll backend may upgrade itself to epoll there.
+     * aio_dispatch(), except that the fd monitor is asked (with a zero
+     * timeout) only when the outer loop saw one of its fds ready or it has
+     * completions pending: a BH or a timer alone costs no extra syscall.
+     * Readiness is level-triggered, so asking again loses nothing, and the
+     * poll backend may upgrade itself to epoll there.
      */
-    aio_dispatch(ctx);
+    aio_context_bind_home(ctx, "main_loop_wait/GSource dispatch");
+    aio_tls_dispatch_ctx = ctx;
+    qemu_lockcnt_inc(&ctx->list_lock);
+    aio_notify_accept(ctx);
+    ask_fdmon = fds_ready ||
+                (ctx->fdmon_ops->gsource_check &&
+                 ctx->fdmon_ops->gsource_check(ctx));
+    if (ctx->fdmon_ops->dispatch) {
+        ctx->fdmon_ops->dispatch(ctx);
+    }
+    aio_bh_poll(ctx);
+    if (ask_fdmon) {
+        ctx->fdmon_ops->wait(ctx, &ready_list, 0);
+        aio_dispatch_ready_handlers(ctx, &ready_list, -1, false);
+    }
+    aio_free_deleted_handlers(ctx);
+    qemu_lockcnt_dec(&ctx->list_lock);
+    timerlistgroup_run_timers(&ctx->tlg);
+    aio_tls_dispatch_ctx = saved;
 }

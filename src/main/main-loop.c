@@ -288,8 +288,11 @@ void main_loop_wait(int nonblocking)
     int n_io;
     int ret;
     bool locked;
+    bool main_ready;
+    bool io_ready;
 
-    if ((int)gettid() != main_tid) {
+    /* Only the main thread has the main context as its current one. */
+    if (unlikely(qemu_get_current_aio_context() != ctx)) {
         error_report("main_loop_wait: called from thread %d, but the main "
                      "loop belongs to thread %d (the one that called "
                      "qemu_init_main_loop)", (int)gettid(), main_tid);
@@ -335,11 +338,13 @@ void main_loop_wait(int nonblocking)
         n_main = n_io = 0; /* no revents to look at */
     }
 
-    if (aio_source_check(ctx, any_revents(loop_pfds, n_main))) {
-        aio_source_dispatch(ctx);
+    main_ready = any_revents(loop_pfds, n_main);
+    io_ready = any_revents(loop_pfds + n_main, n_io);
+    if (aio_source_check(ctx, main_ready)) {
+        aio_source_dispatch(ctx, main_ready);
     }
-    if (aio_source_check(io, any_revents(loop_pfds + n_main, n_io))) {
-        aio_source_dispatch(io);
+    if (aio_source_check(io, io_ready)) {
+        aio_source_dispatch(io, io_ready);
     }
 }
 

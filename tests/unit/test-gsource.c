@@ -178,6 +178,47 @@ TEST(gmainloop_runs_context)
     env_cleanup(&e);
 }
 
+typedef struct NestData {
+    GMainContext *gctx;
+    QEMUBH *inner;
+    int inner_runs;
+    bool inner_ran_nested;
+} NestData;
+
+static void inner_bh(void *opaque)
+{
+    NestData *n = opaque;
+
+    n->inner_runs++;
+}
+
+static void outer_bh(void *opaque)
+{
+    NestData *n = opaque;
+
+    qemu_bh_schedule(n->inner);
+    /* The GSource can recurse: a nested iteration runs the inner BH. */
+    while (n->inner_runs == 0) {
+        g_main_context_iteration(n->gctx, TRUE);
+    }
+    n->inner_ran_nested = true;
+}
+
+TEST(nested_iteration_from_callback)
+{
+    Env e;
+    NestData n = { 0 };
+
+    env_init(&e);
+    n.gctx = e.gctx;
+    n.inner = aio_bh_new(e.ctx, inner_bh, &n);
+    aio_bh_schedule_oneshot(e.ctx, outer_bh, &n);
+    ITERATE_UNTIL(e.gctx, n.inner_ran_nested);
+    ASSERT_EQ(n.inner_runs, 1);
+    qemu_bh_delete(n.inner);
+    env_cleanup(&e);
+}
+
 /* ---- event notifiers and fd handlers ------------------------------------- */
 
 typedef struct NotifierData {
@@ -414,6 +455,7 @@ RUN_TESTS(
     T(bh_runs_from_iteration),
     T(bh_from_thread_wakes_blocking_iteration),
     T(gmainloop_runs_context),
+    T(nested_iteration_from_callback),
     T(event_notifier_from_iteration),
     T(many_fd_handlers),
     T(regular_file_handler),
