@@ -20,6 +20,8 @@ AioContext *main_loop_iohandler_ctx(const char *caller);
  * and SIGCHLD if @with_sigchld) and open the signalfd.  0 or -errno.
  */
 int main_loop_signals_init(bool with_sigchld, Error **errp);
+/* Undo main_loop_signals_init() (qemu_init_main_loop() failed later). */
+void main_loop_signals_cleanup(void);
 /* Watch the signalfd from @ctx (the iohandler context). */
 void main_loop_signals_start(AioContext *ctx);
 

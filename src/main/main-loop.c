@@ -142,12 +142,11 @@ int qemu_init_main_loop(Error **errp)
         return ret;
     }
     ctx = aio_context_new(errp);
-    if (!ctx) {
-        return -ENOMEM;
-    }
-    io = aio_context_new(errp);
+    io = ctx ? aio_context_new(errp) : NULL;
     if (!io) {
+        /* As if never called: a later call may succeed. */
         aio_context_unref(ctx);
+        main_loop_signals_cleanup();
         return -ENOMEM;
     }
     qemu_notify_bh = aio_bh_new(ctx, notify_event_cb, NULL);

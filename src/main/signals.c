@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "main-loop-internal.h"
 
 static int sigfd = -1;
+static sigset_t trapped;
 
 static void sigaction_invoke(const struct sigaction *action,
                              const struct signalfd_siginfo *info)
@@ -118,7 +120,17 @@ int main_loop_signals_init(bool with_sigchld, Error **errp)
         error_setg_errno(errp, -ret, "qemu_init_main_loop: signalfd");
         return ret;
     }
+    trapped = set;
     return 0;
+}
+
+void main_loop_signals_cleanup(void)
+{
+    if (sigfd >= 0) {
+        close(sigfd);
+        sigfd = -1;
+        pthread_sigmask(SIG_UNBLOCK, &trapped, NULL);
+    }
 }
 
 void main_loop_signals_start(AioContext *ctx)

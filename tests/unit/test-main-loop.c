@@ -109,6 +109,40 @@ static void call_timer_new_ms(void *opaque)
     timer_new_ms(QEMU_CLOCK_REALTIME, timer_cb, NULL);
 }
 
+/* In a child: a failed init leaves nothing behind, a retry works. */
+static void failed_init_then_retry(void *opaque)
+{
+    const char *saved = getenv("AIOLOOP_FDMON");
+    char *copy = saved ? strdup(saved) : NULL;
+    Error *err = NULL;
+    sigset_t cur;
+
+    (void)opaque;
+    setenv("AIOLOOP_FDMON", "no-such-monitor", 1);
+    ASSERT_INT(qemu_init_main_loop(&err), <, 0);
+    ASSERT_NOT_NULL(err);
+    ASSERT_TRUE(strstr(error_get_pretty(err), "no-such-monitor") != NULL);
+    error_free(err);
+    err = NULL;
+    ASSERT_NULL(qemu_get_aio_context());
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, NULL, &cur), 0);
+    ASSERT_FALSE(sigismember(&cur, SIGIO));
+
+    if (copy) {
+        setenv("AIOLOOP_FDMON", copy, 1);
+        free(copy);
+    } else {
+        unsetenv("AIOLOOP_FDMON");
+    }
+    if (qemu_init_main_loop(&err) < 0) {
+        /* A forced monitor this machine lacks: nothing more to check. */
+        ASSERT_NOT_NULL(getenv("AIOLOOP_FDMON"));
+        error_free(err);
+        return;
+    }
+    ASSERT_NOT_NULL(qemu_get_aio_context());
+}
+
 static void before_init_checks(void)
 {
     printf("# before_init\n");
@@ -124,6 +158,7 @@ static void before_init_checks(void)
     test_expect_abort(call_child_watch, NULL,
                       "qemu_add_child_watch: called before qemu_init_main_loop");
     test_expect_abort(call_timer_new_ms, NULL, "no main loop");
+    test_expect_clean_exit(failed_init_then_retry, NULL);
 }
 
 /* ---- basics -------------------------------------------------------------- */
