@@ -13,7 +13,8 @@ set -euo pipefail
 build_pkgs="gcc g++ clang meson ninja-build pkg-config liburing-dev libaio-dev python3"
 # valgrind: valgrind/valgrind.h, to register coroutine stacks (optional at
 # build time, wanted for checks that run under valgrind).
-check_pkgs="spin valgrind"
+# GLib is optional for the library; the GSource tests need it.
+check_pkgs="spin valgrind libglib2.0-dev"
 bench_pkgs="libuv1-dev libev-dev libevent-dev libglib2.0-dev gnuplot-nox"
 
 # The command a tool package provides (empty for libraries: dpkg only).

@@ -18,5 +18,8 @@
 #include <aioloop/iothread.h>
 #include <aioloop/lockable.h>
 #include <aioloop/coroutine.h>
+#include <aioloop/aio-gsource.h>
+#include <aioloop/aio-wait.h>
+#include <aioloop/main-loop.h>
 
 #endif

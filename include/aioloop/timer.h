@@ -247,9 +247,8 @@ AIOLOOP_API void aioloop_clock_set_source(QEMUClockType type,
  * timerlist_new: create a timer list
  * @type: the clock of the list's timers
  * @cb: called when a timer change needs the list's event loop to recompute
- *   its deadline (QEMU: aio_notify), or NULL.  With NULL, QEMU would notify
- *   the main loop; aioloop's main loop arrives in a later release, so for
- *   now NULL means nobody is notified.
+ *   its deadline (QEMU: aio_notify), or NULL to notify the main loop with
+ *   qemu_notify_event() (a no-op before qemu_init_main_loop()).
  * @opaque: first argument of @cb
  *
  * @cb runs in whichever thread armed the timer (or enabled the clock), after
@@ -416,8 +415,9 @@ AIOLOOP_API int64_t timerlistgroup_deadline_ns(QEMUTimerListGroup *tlg);
  * @opaque: the argument of @cb
  *
  * The timer starts not pending.  It must not be pending or running its
- * callback when re-initialised.  aioloop's main loop arrives in a later
- * release: until then a NULL @timer_list_group aborts with a message.
+ * callback when re-initialised.  A NULL @timer_list_group means the main
+ * loop's (run by main_loop_wait()); before qemu_init_main_loop() it aborts
+ * with a message.
  * An invalid @type, a @scale <= 0, unknown attribute bits or a NULL @cb
  * also abort with a message.
  *
@@ -458,8 +458,8 @@ AIOLOOP_API QEMUTimer *timer_new_full(QEMUTimerListGroup *timer_list_group,
  * @cb: the callback
  * @opaque: the argument of @cb
  *
- * timer_init_full() with the main loop's group and no attributes.  The
- * main loop arrives in a later release; until then this aborts.
+ * timer_init_full() with the main loop's group and no attributes: the
+ * timer runs in main_loop_wait().  Aborts before qemu_init_main_loop().
  */
 static inline void timer_init(QEMUTimer *ts, QEMUClockType type, int scale,
                               QEMUTimerCB *cb, void *opaque)
@@ -513,8 +513,8 @@ static inline void timer_init_ms(QEMUTimer *ts, QEMUClockType type,
  * @cb: the callback
  * @opaque: the argument of @cb
  *
- * timer_new_full() with the main loop's group and no attributes.  The main
- * loop arrives in a later release; until then this aborts.
+ * timer_new_full() with the main loop's group and no attributes: the timer
+ * runs in main_loop_wait().  Aborts before qemu_init_main_loop().
  *
  * Returns: the new timer; release it with timer_free().
  */

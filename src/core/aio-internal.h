@@ -121,6 +121,31 @@ typedef struct FDMonOps {
      * &fdmon_poll_ops.
      */
     void (*destroy)(AioContext *ctx);
+    /*
+     * The next three let an outer loop (main_loop_wait(), the GSource) wait
+     * for the context instead of aio_poll(); see aio_source_prepare().
+     *
+     * gsource_prepare (optional): called just before the outer loop polls
+     * the fds from gsource_fds.  Bring the kernel's view up to date (io_uring:
+     * submit the queued POLL_ADD/POLL_REMOVE requests).  Returns true when
+     * events are already known to be pending, so the outer loop must not
+     * block.  Home thread, inside a walk.
+     */
+    bool (*gsource_prepare)(AioContext *ctx);
+    /*
+     * gsource_fds: store up to @max pollfds (fd and events) that become
+     * ready whenever a handler of @ctx may be ready: the epoll fd, the ring
+     * fd, or (poll) every handler's own fd.  Returns how many are needed,
+     * which may be more than @max (the caller grows the array and asks
+     * again).  Home thread, inside a walk.
+     */
+    int (*gsource_fds)(AioContext *ctx, struct pollfd *pfds, int max);
+    /*
+     * gsource_check (optional): true if events are pending that the
+     * revents of the gsource_fds do not show (io_uring: CQEs already in the
+     * ring, requests not submitted yet; epoll: a broken set).  Home thread.
+     */
+    bool (*gsource_check)(AioContext *ctx);
 } FDMonOps;
 
 /* Bits of the io_uring backend's per-handler fdmon_flags. */
@@ -263,6 +288,8 @@ struct AioContext {
      */
     QSLIST_HEAD(, Coroutine) scheduled_coroutines;
     QEMUBH *co_schedule_bh;
+    /* The GSource of aio_get_g_source() (weak; src/glib/aio-gsource.c). */
+    void *gsource;
 };
 
 /*
@@ -306,6 +333,27 @@ static inline void aio_walk_end(AioContext *ctx)
 }
 /* async-co.c: the BH that enters scheduled_coroutines in FIFO order. */
 void co_schedule_bh_cb(void *opaque);
+/*
+ * Waiting for a context from an outer loop (main_loop_wait(), the GSource),
+ * after QEMU's aio_ctx_prepare/check/dispatch.  One iteration, home thread:
+ *
+ *   timeout = aio_source_prepare(ctx);        notify_me bit 0 set
+ *   n = aio_source_fds(ctx, pfds, max);       fds to poll
+ *   ... the outer loop polls them (and others) for up to timeout ns ...
+ *   if (aio_source_check(ctx, any_revents))   notify_me bit 0 cleared
+ *       aio_source_dispatch(ctx, any_revents);
+ *
+ * A prepare not followed by check only costs extra eventfd writes until the
+ * next check (bit 0 stays set); check may be called more than once.  The
+ * context never busy-polls this way: adaptive polling is aio_poll()'s.
+ */
+int64_t aio_source_prepare(AioContext *ctx);
+int aio_source_fds(AioContext *ctx, struct pollfd *pfds, int max);
+bool aio_source_check(AioContext *ctx, bool fds_ready);
+void aio_source_dispatch(AioContext *ctx, bool fds_ready);
+
+/* async.c: true if a BH (idle ones included) is scheduled. */
+bool aio_bh_scheduled(AioContext *ctx);
 
 /* aio-posix.c */
 void aio_add_ready_handler(AioHandlerList *ready_list, AioHandler *node,
@@ -323,6 +371,8 @@ int64_t aio_clock_ns(void);
 
 /* fdmon-poll.c */
 extern const FDMonOps fdmon_poll_ops;
+/* The live handlers' fds and events (gsource_fds of poll). */
+int fdmon_poll_gsource_fds(AioContext *ctx, struct pollfd *pfds, int max);
 
 /* fdmon-epoll.c */
 /* Switch from poll to epoll; returns false (and stays on poll) on failure. */

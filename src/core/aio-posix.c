@@ -799,3 +799,105 @@ int64_t aioloop_context_get_poll_ns(AioContext *ctx)
     }
     return max_ns;
 }
+
+/* ---- waiting from an outer loop (main loop, GSource) ------------------- */
+
+int64_t aio_source_prepare(AioContext *ctx)
+{
+    int64_t timeout;
+
+    aio_context_bind_home(ctx, "main_loop_wait/GSource prepare");
+
+    /*
+     * Bit 0 of notify_me: from now until check, aio_notify() must write
+     * the eventfd because the outer loop may block on it.  Only the home
+     * thread writes notify_me, so the plain read-modify-write is safe.
+     * Write notify_me before reading "notified" and the BH list; pairs
+     * with smp_mb() in aio_notify().
+     */
+    qatomic_set(&ctx->notify_me, qatomic_read(&ctx->notify_me) | 1);
+    smp_mb();
+
+    timeout = aio_compute_timeout(ctx);
+    /* Leaves poll mode (io_poll_end) and polls each handler once. */
+    if (aio_prepare(ctx)) {
+        timeout = 0;
+    }
+    aio_walk_begin(ctx);
+    if (ctx->fdmon_ops->gsource_prepare &&
+        ctx->fdmon_ops->gsource_prepare(ctx)) {
+        timeout = 0;
+    }
+    aio_walk_end(ctx);
+    /*
+     * An aio_notify() made while bit 0 was clear did not write the
+     * eventfd; don't sleep through it (as aio_poll() re-reads "notified").
+     */
+    if (qatomic_read(&ctx->notified)) {
+        timeout = 0;
+    }
+    return timeout;
+}
+
+int aio_source_fds(AioContext *ctx, struct pollfd *pfds, int max)
+{
+    int n;
+
+    aio_walk_begin(ctx);
+    n = ctx->fdmon_ops->gsource_fds(ctx, pfds, max);
+    aio_walk_end(ctx);
+    return n;
+}
+
+bool aio_source_check(AioContext *ctx, bool fds_ready)
+{
+    /*
+     * Finish the outer poll before clearing bit 0 (store-release), then
+     * accept the notification before looking at BHs, fds and timers, as
+     * aio_poll() does after its wait.
+     */
+    qatomic_store_release(&ctx->notify_me, qatomic_read(&ctx->notify_me) & ~1u);
+    aio_notify_accept(ctx);
+
+    if (fds_ready || aio_bh_scheduled(ctx)) {
+        return true;
+    }
+    if (ctx->fdmon_ops->gsource_check && ctx->fdmon_ops->gsource_check(ctx)) {
+        return true;
+    }
+    return timerlistgroup_deadline_ns(&ctx->tlg) == 0;
+}
+
+void aio_source_dispatch(AioContext *ctx, bool fds_ready)
+{
+    AioHandlerList ready_list = { NULL };
+    AioContext *saved = aio_tls_dispatch_ctx;
+    bool ask_fdmon;
+
+    /*
+     * aio_dispatch(), except that the fd monitor is asked (with a zero
+     * timeout) only when the outer loop saw one of its fds ready or it has
+     * completions pending: a BH or a timer alone costs no extra syscall.
+     * Readiness is level-triggered, so asking again loses nothing, and the
+     * poll backend may upgrade itself to epoll there.
+     */
+    aio_context_bind_home(ctx, "main_loop_wait/GSource dispatch");
+    aio_tls_dispatch_ctx = ctx;
+    aio_walk_begin(ctx);
+    aio_notify_accept(ctx);
+    ask_fdmon = fds_ready ||
+                (ctx->fdmon_ops->gsource_check &&
+                 ctx->fdmon_ops->gsource_check(ctx));
+    if (ctx->fdmon_ops->dispatch) {
+        ctx->fdmon_ops->dispatch(ctx);
+    }
+    aio_bh_poll(ctx);
+    if (ask_fdmon) {
+        ctx->fdmon_ops->wait(ctx, &ready_list, 0);
+        aio_dispatch_ready_handlers(ctx, &ready_list, -1, false);
+    }
+    aio_free_deleted_handlers(ctx);
+    aio_walk_end(ctx);
+    timerlistgroup_run_timers(&ctx->tlg);
+    aio_tls_dispatch_ctx = saved;
+}

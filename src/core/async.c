@@ -493,6 +493,25 @@ static int64_t bh_list_timeout(BHList *head)
     return timeout;
 }
 
+bool aio_bh_scheduled(AioContext *ctx)
+{
+    BHListSlice *s;
+
+    /* Scheduled, idle or not: the lists' timeouts say it (-1 = none). */
+    if (bh_list_timeout(&ctx->bh_list) >= 0 ||
+        bh_local_timeout(&ctx->bh_local) >= 0) {
+        return true;
+    }
+    /* Slices of aio_bh_poll() calls this dispatch is nested in. */
+    QSIMPLEQ_FOREACH(s, &ctx->bh_slice_list, next) {
+        if (bh_local_timeout(&s->bh_list) >= 0 ||
+            bh_list_timeout(&s->bh_list_remote) >= 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int64_t aio_compute_timeout(AioContext *ctx)
 {
     BHListSlice *s;

@@ -64,6 +64,7 @@
  * a clock waits until no timer callback of that clock runs anywhere, like
  * QEMU's timers_done_ev, using a per-clock count of running passes.
  */
+#include <aioloop/main-loop.h>
 #include <aioloop/timer.h>
 
 #include "timer-internal.h"
@@ -834,9 +835,11 @@ QEMUClockType timerlist_get_clock(QEMUTimerList *tl)
 
 void timerlist_notify(QEMUTimerList *tl)
 {
-    /* No main loop yet to fall back to (QEMU calls qemu_notify_event()). */
     if (tl->notify_cb) {
         tl->notify_cb(tl->notify_opaque, tl->type);
+    } else {
+        /* As QEMU: a list without a callback belongs to the main loop. */
+        qemu_notify_event();
     }
 }
 
@@ -992,9 +995,9 @@ void timer_init_full(QEMUTimer *ts, QEMUTimerListGroup *timer_list_group,
         tlg = __atomic_load_n(&main_loop_tlg, __ATOMIC_ACQUIRE);
         if (!tlg) {
             die("timer_init_full/timer_new: a NULL timer list group means "
-                "the main loop's, and aioloop has no main loop yet (it "
-                "arrives in a later release); pass an AioContext's group, "
-                "e.g. with aio_timer_init() or aio_timer_new()");
+                "the main loop's, and there is no main loop yet: call "
+                "qemu_init_main_loop() first, or pass an AioContext's "
+                "group with aio_timer_init() or aio_timer_new()");
         }
     }
     if (!tlg->tl[type]) {

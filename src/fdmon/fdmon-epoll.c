@@ -314,10 +314,36 @@ static void fdmon_epoll_destroy(AioContext *ctx)
     pthread_mutex_unlock(&ctx->list_mutex);
 }
 
+/*
+ * A broken set (see epoll_mark_broken()) is not to be waited on: prepare
+ * and check both say "dispatch now", and the dispatch's wait() switches the
+ * context to poll.
+ */
+static bool fdmon_epoll_gsource_broken(AioContext *ctx)
+{
+    return !qatomic_read(&ctx->epoll_enabled);
+}
+
+static int fdmon_epoll_gsource_fds(AioContext *ctx, struct pollfd *pfds,
+                                   int max)
+{
+    /* The epoll fd is readable while any fd in the set is ready. */
+    if (!qatomic_read(&ctx->epoll_enabled) || ctx->epollfd < 0) {
+        return fdmon_poll_gsource_fds(ctx, pfds, max);
+    }
+    if (max >= 1) {
+        pfds[0] = (struct pollfd){ .fd = ctx->epollfd, .events = POLLIN };
+    }
+    return 1;
+}
+
 const FDMonOps fdmon_epoll_ops = {
     .name = "epoll",
     .update = fdmon_epoll_update,
     .wait = fdmon_epoll_wait,
     .need_wait = fdmon_epoll_need_wait,
     .destroy = fdmon_epoll_destroy,
+    .gsource_prepare = fdmon_epoll_gsource_broken,
+    .gsource_fds = fdmon_epoll_gsource_fds,
+    .gsource_check = fdmon_epoll_gsource_broken,
 };

@@ -522,6 +522,41 @@ static void fdmon_io_uring_destroy(AioContext *ctx)
     free(s);
 }
 
+/*
+ * Submit the queued POLL_ADD/POLL_REMOVE requests, so that the ring fd the
+ * outer loop polls covers every handler (QEMU's gsource_prepare).
+ */
+static bool fdmon_io_uring_gsource_prepare(AioContext *ctx)
+{
+    AioHandlerList ready_list = { NULL };
+    AioHandler *node;
+    int count = fdmon_io_uring_flush(ctx, &ready_list);
+
+    /*
+     * flush() may have reaped completions.  Their nodes are re-armed and
+     * level-triggered, so the dispatch's wait() sees them again (the
+     * notifier's READ consumed its eventfd, but then "notified" or the BH
+     * that came with it is what the check looks at); only unlink them
+     * from this stack list.
+     */
+    while ((node = QLIST_FIRST(&ready_list))) {
+        QLIST_REMOVE(node, node_ready);
+        node->revents = 0;
+    }
+    return count || fdmon_io_uring_need_wait(ctx);
+}
+
+static int fdmon_io_uring_gsource_fds(AioContext *ctx, struct pollfd *pfds,
+                                      int max)
+{
+    /* The ring fd is readable while the CQ holds completions. */
+    if (max >= 1) {
+        pfds[0] = (struct pollfd){ .fd = state(ctx)->ring.ring_fd,
+                                   .events = POLLIN };
+    }
+    return 1;
+}
+
 const FDMonOps fdmon_io_uring_ops = {
     .name = "io_uring",
     .update = fdmon_io_uring_update,
@@ -529,6 +564,9 @@ const FDMonOps fdmon_io_uring_ops = {
     .need_wait = fdmon_io_uring_need_wait,
     .flush = fdmon_io_uring_flush,
     .destroy = fdmon_io_uring_destroy,
+    .gsource_prepare = fdmon_io_uring_gsource_prepare,
+    .gsource_fds = fdmon_io_uring_gsource_fds,
+    .gsource_check = fdmon_io_uring_need_wait,
 };
 
 static int ring_init(struct io_uring *ring, unsigned *features)

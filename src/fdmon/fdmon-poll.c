@@ -95,9 +95,32 @@ static int fdmon_poll_wait(AioContext *ctx, AioHandlerList *ready_list,
     return ret;
 }
 
+int fdmon_poll_gsource_fds(AioContext *ctx, struct pollfd *pfds, int max)
+{
+    AioHandler *node;
+    int n = 0;
+
+    /*
+     * No upgrade to epoll here: the outer loop's dispatch runs wait(), which
+     * upgrades when not nested, as in aio_poll().
+     */
+    for (node = __atomic_load_n(&ctx->aio_handlers.lh_first, __ATOMIC_ACQUIRE);
+         node; node = __atomic_load_n(&node->node.le_next, __ATOMIC_ACQUIRE)) {
+        if (aio_handler_is_deleted(node) || !node->events) {
+            continue;
+        }
+        if (n < max) {
+            pfds[n] = (struct pollfd){ .fd = node->fd, .events = node->events };
+        }
+        n++;
+    }
+    return n;
+}
+
 const FDMonOps fdmon_poll_ops = {
     .name = "poll",
     .update = fdmon_poll_update,
     .wait = fdmon_poll_wait,
     .need_wait = aio_poll_disabled,
+    .gsource_fds = fdmon_poll_gsource_fds,
 };

@@ -253,6 +253,13 @@ static inline bool test_syscall_is_wait(long nr)
 #ifdef SYS_io_uring_enter
     case SYS_io_uring_enter:
 #endif
+#ifdef SYS_restart_syscall
+    /*
+     * poll() (GLib's g_poll) interrupted by a signal or a cgroup freeze
+     * resumes in restart_syscall and stays there while it sleeps.
+     */
+    case SYS_restart_syscall:
+#endif
         return true;
     default:
         return false;
