@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$(dirname "$here")
 build=${1:-${BENCH_BUILD_DIR:-/tmp/aioloop-bench-build}}
 results="$here/results"
-programs="w1-bh w2-pingpong w3-timers w4-fds w5-threadpool coroutine-perf"
+programs="w1-bh w2-pingpong w3-timers w4-fds w5-threadpool coroutine-perf co-hop"
 
 if [ ! -f "$build/build.ninja" ]; then
     meson setup "$build" "$src" -Dbench=true -Dbuildtype=release >/dev/null || {

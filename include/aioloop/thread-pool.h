@@ -74,6 +74,20 @@ AIOLOOP_API BlockAIOCB *thread_pool_submit_aio(ThreadPoolFunc *func,
                                                void *opaque);
 
 /**
+ * thread_pool_submit_co: Run @func(@arg) in a worker of the current
+ * context's pool and wait for it without blocking the thread.
+ * @func: the job; must not be NULL
+ * @arg: its argument
+ *
+ * Coroutine only (aborts with a message otherwise): the coroutine yields,
+ * and is woken in the context it submitted from once the job is done.
+ *
+ * Returns: @func's return value.
+ */
+AIOLOOP_API int coroutine_fn thread_pool_submit_co(ThreadPoolFunc *func,
+                                                   void *arg);
+
+/**
  * thread_pool_submit: Fire-and-forget form of thread_pool_submit_aio().
  *
  * The job still counts as outstanding until it has finished and the context
