@@ -19,6 +19,7 @@
 #include "bench.h"
 
 #include <aioloop/aio.h>
+#include <aioloop/coroutine.h>
 #include <aioloop/error.h>
 #include <aioloop/thread-pool.h>
 
@@ -81,6 +82,36 @@ static double al_roundtrip(long n, int64_t poll_ns)
         while (al_done == i) {
             aio_poll(al_ctx, true);
         }
+    }
+    return (double)(now_ns() - t0) / n;
+}
+
+/* The same round trip from a coroutine, with thread_pool_submit_co(). */
+typedef struct CoRt {
+    long n;
+    bool done;
+} CoRt;
+
+static void coroutine_fn al_co_rt_entry(void *opaque)
+{
+    CoRt *c = opaque;
+
+    for (long i = 0; i < c->n; i++) {
+        thread_pool_submit_co(empty_job, NULL);
+    }
+    c->done = true;
+}
+
+static double al_co_roundtrip(long n, int64_t poll_ns)
+{
+    CoRt c = { .n = n };
+    uint64_t t0;
+
+    al_config(poll_ns, 64);
+    t0 = now_ns();
+    aio_co_enter(al_ctx, qemu_coroutine_create(al_co_rt_entry, &c));
+    while (!c.done) {
+        aio_poll(al_ctx, true);
     }
     return (double)(now_ns() - t0) / n;
 }
@@ -228,7 +259,7 @@ static double median(double *v, int n)
     return v[n / 2];
 }
 
-enum { C_RT_OFF, C_RT_ON, C_RT_UV, C_TP_NCPU, C_TP_4, C_TP_64, C_TP_UV, NCONF };
+enum { C_RT_OFF, C_RT_ON, C_RT_CO_OFF, C_RT_CO_ON, C_RT_UV, C_TP_NCPU, C_TP_4, C_TP_64, C_TP_UV, NCONF };
 
 static void line(const char *label, double mine, double uv, double goal_ratio,
                  const char *qemu)
@@ -284,7 +315,7 @@ int main(void)
     }
     printf("# W5 thread pool: round trip %ld jobs, throughput %ld jobs with "
            "%d in flight; median of %d interleaved rounds; empty jobs; "
-           "callback form (thread_pool_submit_co needs coroutines)\n",
+           "callback form, and the round trip from a coroutine\n",
            n_rt, n_tp, INFLIGHT, ROUNDS);
 
     /* Warm-up: start the workers of both pools. */
@@ -297,6 +328,8 @@ int main(void)
     for (int k = 0; k < ROUNDS; k++) {
         r[C_RT_OFF][k] = al_roundtrip(n_rt, 0);
         r[C_RT_ON][k] = al_roundtrip(n_rt, 32768);
+        r[C_RT_CO_OFF][k] = al_co_roundtrip(n_rt, 0);
+        r[C_RT_CO_ON][k] = al_co_roundtrip(n_rt, 32768);
         r[C_TP_NCPU][k] = al_throughput(n_tp, ncpus);
         r[C_TP_4][k] = al_throughput(n_tp, 4);
         if (k == ROUNDS - 1) {
@@ -323,6 +356,10 @@ int main(void)
          "QEMU 33 us");
     line("W5 pool roundtrip poll-on", m[C_RT_ON], m[C_RT_UV], 0.5,
          "QEMU 33 us");
+    line("W5 pool co-roundtrip poll-off", m[C_RT_CO_OFF], m[C_RT_UV], 0.5,
+         "QEMU 33 us | thread_pool_submit_co");
+    line("W5 pool co-roundtrip poll-on", m[C_RT_CO_ON], m[C_RT_UV], 0.5,
+         "QEMU 33 us | thread_pool_submit_co");
     snprintf(label, sizeof(label), "W5 pool 256-inflight max=%d", ncpus);
     line(label, m[C_TP_NCPU], m[C_TP_UV], 0.5, "QEMU 0.5-7.6 us | max = CPUs");
     line("W5 pool 256-inflight max=4", m[C_TP_4], m[C_TP_UV], 0.5,
