@@ -135,7 +135,8 @@ esac
 if run_logged "cc hello.c \$(pkg-config --cflags --libs aioloop)" \
         cc -std=gnu11 -Wall -Wextra -Werror -o "$tmp/hello" "$hello" \
         $cflags $libs -Wl,-rpath,"$libdir"; then
-    if ldd "$tmp/hello" | grep -q "$libdir/libaioloop.so"; then
+    # Not grep -q: it would quit early and ldd would die of SIGPIPE (pipefail).
+    if ldd "$tmp/hello" | grep "$libdir/libaioloop.so" >/dev/null; then
         pass "hello is linked against the installed libaioloop.so"
     else
         fail "hello does not use $libdir/libaioloop.so:"
@@ -157,7 +158,7 @@ done
 if run_logged "cc hello.c libaioloop.a \$(pkg-config --static --libs aioloop)" \
         cc -std=gnu11 -Wall -Wextra -Werror -o "$tmp/hello-static" "$hello" \
         $cflags $static_libs; then
-    if readelf -d "$tmp/hello-static" | grep -q 'NEEDED.*libaioloop'; then
+    if readelf -d "$tmp/hello-static" | grep 'NEEDED.*libaioloop' >/dev/null; then
         fail "hello-static still needs libaioloop.so"
     else
         pass "hello-static does not need libaioloop.so"
