@@ -5,7 +5,7 @@
  *                   ns per round trip (two switches).  Next to it the floor:
  *                   the same round trip through the bare switch-<arch>.S
  *                   between two stacks, measured in this run; and, as a
- *                   "#" line, glibc swapcontext() (the ucontext backend).
+ *                   "#" line, glibc swapcontext() (a syscall per switch).
  *  C2 create+enter+terminate   qemu_coroutine_create(noop) + enter, N
  *                   times, pool warm: ns per coroutine.
  *  C3 nesting       QEMU's perf/nesting: a coroutine creates and enters a
@@ -261,8 +261,8 @@ int main(void)
     line("C1 enter+yield", "ns", c1, "bare asm switch", fl, 57, "57-67",
          15, "ns");
     printf("# C1 reference: glibc swapcontext round trip %.0f ns (a "
-           "sigprocmask syscall per switch; the ucontext backend pays it)\n",
-           uc);
+           "sigprocmask syscall per switch, which the ucontext backend "
+           "avoids with sigsetjmp/siglongjmp)\n", uc);
     line("C2 create+enter+terminate", "ns", c2, NULL, 0, 76, "76-86",
          30, "ns");
     line("C3 nesting 1000x10^4", "s", c3, NULL, 0, 110, "110-160",

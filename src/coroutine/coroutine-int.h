@@ -15,7 +15,31 @@
 #include "../util/atomic.h"
 #include "../util/queue.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define CO_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CO_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define CO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CO_TSAN 1
+#endif
+#endif
+
+#ifdef CO_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+#ifdef CO_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
 #if CONFIG_COROUTINE_UCONTEXT
+#include <setjmp.h>
 #include <ucontext.h>
 #endif
 
@@ -54,8 +78,9 @@ struct Coroutine {
 
     /* ---- backend ---- */
 #if CONFIG_COROUTINE_UCONTEXT
-    ucontext_t uc;
-    CoroutineAction uc_action; /* passed by whoever resumes us */
+    ucontext_t uc;       /* the fresh stack's start context */
+    sigjmp_buf env;      /* where we switched out */
+    bool uc_started;     /* uc was started: switch with siglongjmp */
 #else
     void *sp;            /* saved stack pointer while switched out */
 #endif
@@ -79,22 +104,53 @@ uint64_t coroutine_stats_stack_frees(void);
 /* Prepare @co's fresh stack so that the first switch runs coroutine_main_loop(co). */
 void co_backend_init(Coroutine *co);
 /*
- * Save the current context in @from, resume @to; returns the action passed
- * by whoever switches back to @from.  Inline for the asm backend: the
- * switch is then one call into switch-<arch>.S.
+ * The sanitizer hooks, called by the backend right before the stack
+ * changes (after the ucontext backend's sigsetjmp(), which TSan must see
+ * in the fiber that sets it).  @fake_stack_save receives ASan's fake stack
+ * of the coroutine being left, unless it terminates.
+ */
+static inline __attribute__((always_inline))
+void co_switch_start(Coroutine *to, CoroutineAction action,
+                     void **fake_stack_save)
+{
+#ifdef CO_ASAN
+    /* A terminating coroutine's fake stack can go (NULL save pointer). */
+    __sanitizer_start_switch_fiber(
+        action == COROUTINE_TERMINATE ? NULL : fake_stack_save,
+        to->stack, to->stack_size);
+#else
+    (void)action;
+    (void)fake_stack_save;
+#endif
+#ifdef CO_TSAN
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#else
+    (void)to;
+#endif
+}
+
+/*
+ * Save the current context in @from, call co_switch_start(), resume @to;
+ * returns the action passed by whoever switches back to @from.  Inline for
+ * the asm backend: the switch is then one call into switch-<arch>.S.
  */
 #if CONFIG_COROUTINE_UCONTEXT
 CoroutineAction co_backend_switch(Coroutine *from, Coroutine *to,
-                                  CoroutineAction action);
+                                  CoroutineAction action,
+                                  void **fake_stack_save);
 #else
 long aioloop_co_switch(void **save_sp, void *new_sp, long action);
 
-static inline CoroutineAction co_backend_switch(Coroutine *from, Coroutine *to,
-                                                CoroutineAction action)
+static inline __attribute__((always_inline))
+CoroutineAction co_backend_switch(Coroutine *from, Coroutine *to,
+                                  CoroutineAction action,
+                                  void **fake_stack_save)
 {
+    co_switch_start(to, action, fake_stack_save);
     return (CoroutineAction)aioloop_co_switch(&from->sp, to->sp, action);
 }
 #endif
+
 extern const char co_backend_name[];
 
 #endif

@@ -26,27 +26,6 @@
 #include "coroutine-int.h"
 #include "aio-internal.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CO_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CO_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define CO_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CO_TSAN 1
-#endif
-#endif
-
-#ifdef CO_ASAN
-#include <sanitizer/common_interface_defs.h>
-#endif
-#ifdef CO_TSAN
-#include <sanitizer/tsan_interface.h>
-#endif
 #if CONFIG_VALGRIND_H
 #include <valgrind/valgrind.h>
 #endif
@@ -123,6 +102,10 @@ static Coroutine *leader_init(void)
     Coroutine *leader = get_leader();
 
     leader->is_leader = true;
+#if CONFIG_COROUTINE_UCONTEXT
+    /* The thread's own stack is running: it is resumed with siglongjmp. */
+    leader->uc_started = true;
+#endif
     QSIMPLEQ_INIT(&leader->co_queue_wakeup);
 #ifdef CO_TSAN
     leader->tsan_fiber = __tsan_get_current_fiber();
@@ -211,6 +194,14 @@ static Coroutine *stack_alloc(size_t ssize)
                      "page: %s", strerror(errno));
         abort();
     }
+#ifdef CO_ASAN
+    /*
+     * The kernel may hand back the range of a stack unmapped earlier, whose
+     * shadow still holds the redzones of the frames that were suspended on
+     * it: start clean.
+     */
+    __asan_unpoison_memory_region(map, map_size);
+#endif
     co = (Coroutine *)(map + page + ssize);
     co->map = map;
     co->map_size = map_size;
@@ -563,16 +554,7 @@ CoroutineAction qemu_coroutine_switch(Coroutine *from, Coroutine *to,
     CoroutineAction ret;
 
     set_current(to);
-#ifdef CO_ASAN
-    /* A terminating coroutine's fake stack can go (NULL save pointer). */
-    __sanitizer_start_switch_fiber(
-        action == COROUTINE_TERMINATE ? NULL : &fake_stack_save,
-        to->stack, to->stack_size);
-#endif
-#ifdef CO_TSAN
-    __tsan_switch_to_fiber(to->tsan_fiber, 0);
-#endif
-    ret = co_backend_switch(from, to, action);
+    ret = co_backend_switch(from, to, action, &fake_stack_save);
     switch_finished(fake_stack_save);
     return ret;
 }

@@ -760,6 +760,63 @@ TEST(aio_co_wake_from_another_thread_runs_in_home_context)
     sem_destroy(&c.done);
 }
 
+/* ---- signal masks ------------------------------------------------------- */
+
+typedef struct MaskCheck {
+    Coroutine *co;
+    bool blocked_inside;
+    bool blocked_after;
+} MaskCheck;
+
+static bool sigusr1_blocked(void)
+{
+    sigset_t set;
+
+    pthread_sigmask(SIG_SETMASK, NULL, &set);
+    return sigismember(&set, SIGUSR1);
+}
+
+static void coroutine_fn mask_co(void *opaque)
+{
+    MaskCheck *m = opaque;
+
+    m->blocked_inside = sigusr1_blocked();
+    qemu_coroutine_yield();
+}
+
+static void *mask_thread(void *opaque)
+{
+    MaskCheck *m = opaque;
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    qemu_coroutine_enter(m->co);
+    qemu_coroutine_enter(m->co);
+    m->blocked_after = sigusr1_blocked();
+    return NULL;
+}
+
+/*
+ * A coroutine created where SIGUSR1 is not blocked runs with the mask of
+ * the thread that enters it, and leaves that thread's mask alone.
+ */
+TEST(coroutines_use_the_thread_signal_mask)
+{
+    MaskCheck m = { 0 };
+
+    ASSERT_FALSE(sigusr1_blocked());
+    /* A fresh stack, made here with SIGUSR1 unblocked. */
+    aioloop_coroutine_set_stack_size(96 * 1024);
+    m.co = qemu_coroutine_create(mask_co, &m);
+    aioloop_coroutine_set_stack_size(1u << 20);
+    test_thread_join(test_thread_start(mask_thread, &m));
+    ASSERT_TRUE(m.blocked_inside);
+    ASSERT_TRUE(m.blocked_after);
+    ASSERT_FALSE(sigusr1_blocked());
+}
+
 TEST(backend_name)
 {
     printf("# coroutine backend: %s\n", co_backend_name);
@@ -789,4 +846,5 @@ RUN_TESTS(
     T(aio_co_enter_from_coroutine_is_deferred),
     T(aio_co_reschedule_self_between_threads),
     T(aio_co_wake_from_another_thread_runs_in_home_context),
+    T(coroutines_use_the_thread_signal_mask),
 )
