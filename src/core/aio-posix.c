@@ -28,6 +28,7 @@
 
 #include "aio-internal.h"
 
+#include "../util/alloc.h"
 /* A polled handler with no success for this long leaves the polled list. */
 #define POLL_IDLE_INTERVAL_NS (7LL * 1000 * 1000 * 1000)
 /* Poll windows that may miss in a row before polling backs off. */
@@ -178,11 +179,7 @@ void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read,
     }
 
     if (io_read || io_write || io_poll) {
-        new_node = calloc(1, sizeof(*new_node));
-        if (!new_node) {
-            error_report("aio_set_fd_handler: out of memory");
-            abort();
-        }
+        new_node = aio_alloc0(sizeof(*new_node), "aio_set_fd_handler");
         new_node->fd = fd;
         new_node->io_read = io_read;
         new_node->io_write = io_write;
@@ -613,25 +610,41 @@ static bool aio_dispatch_ready_handlers(AioContext *ctx,
     return progress;
 }
 
-void aio_dispatch(AioContext *ctx)
+/*
+ * One dispatch pass: BHs, ready fds (the fd monitor asked with a zero
+ * timeout, only if @ask_fdmon), timers.  Shared by aio_dispatch() and the
+ * outer-loop dispatch (aio_source_dispatch()).
+ */
+static void aio_dispatch_pass(AioContext *ctx, const char *caller,
+                              bool ask_fdmon)
 {
     AioHandlerList ready_list = { NULL };
     AioContext *saved = aio_tls_dispatch_ctx;
 
-    aio_context_bind_home(ctx, "aio_dispatch");
+    aio_context_bind_home(ctx, caller);
     aio_tls_dispatch_ctx = ctx;
     aio_walk_begin(ctx);
     aio_notify_accept(ctx);
+    /* Asked after the accept, as QEMU's aio_ctx_check() orders it. */
+    ask_fdmon = ask_fdmon || (ctx->fdmon_ops->gsource_check &&
+                              ctx->fdmon_ops->gsource_check(ctx));
     if (ctx->fdmon_ops->dispatch) {
         ctx->fdmon_ops->dispatch(ctx);
     }
     aio_bh_poll(ctx);
-    ctx->fdmon_ops->wait(ctx, &ready_list, 0);
-    aio_dispatch_ready_handlers(ctx, &ready_list, -1, false);
+    if (ask_fdmon) {
+        ctx->fdmon_ops->wait(ctx, &ready_list, 0);
+        aio_dispatch_ready_handlers(ctx, &ready_list, -1, false);
+    }
     aio_free_deleted_handlers(ctx);
     aio_walk_end(ctx);
     timerlistgroup_run_timers(&ctx->tlg);
     aio_tls_dispatch_ctx = saved;
+}
+
+void aio_dispatch(AioContext *ctx)
+{
+    aio_dispatch_pass(ctx, "aio_dispatch", true);
 }
 
 bool aio_prepare(AioContext *ctx)
@@ -870,10 +883,6 @@ bool aio_source_check(AioContext *ctx, bool fds_ready)
 
 void aio_source_dispatch(AioContext *ctx, bool fds_ready)
 {
-    AioHandlerList ready_list = { NULL };
-    AioContext *saved = aio_tls_dispatch_ctx;
-    bool ask_fdmon;
-
     /*
      * aio_dispatch(), except that the fd monitor is asked (with a zero
      * timeout) only when the outer loop saw one of its fds ready or it has
@@ -881,23 +890,5 @@ void aio_source_dispatch(AioContext *ctx, bool fds_ready)
      * Readiness is level-triggered, so asking again loses nothing, and the
      * poll backend may upgrade itself to epoll there.
      */
-    aio_context_bind_home(ctx, "main_loop_wait/GSource dispatch");
-    aio_tls_dispatch_ctx = ctx;
-    aio_walk_begin(ctx);
-    aio_notify_accept(ctx);
-    ask_fdmon = fds_ready ||
-                (ctx->fdmon_ops->gsource_check &&
-                 ctx->fdmon_ops->gsource_check(ctx));
-    if (ctx->fdmon_ops->dispatch) {
-        ctx->fdmon_ops->dispatch(ctx);
-    }
-    aio_bh_poll(ctx);
-    if (ask_fdmon) {
-        ctx->fdmon_ops->wait(ctx, &ready_list, 0);
-        aio_dispatch_ready_handlers(ctx, &ready_list, -1, false);
-    }
-    aio_free_deleted_handlers(ctx);
-    aio_walk_end(ctx);
-    timerlistgroup_run_timers(&ctx->tlg);
-    aio_tls_dispatch_ctx = saved;
+    aio_dispatch_pass(ctx, "main_loop_wait/GSource dispatch", fds_ready);
 }

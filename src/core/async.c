@@ -24,6 +24,7 @@
 #include "aio-internal.h"
 #include "thread-pool-internal.h"
 
+#include "../util/alloc.h"
 /*
  * Two ways to schedule a BH.  From any thread: the atomic flags below, and
  * the lock-free list ctx->bh_list ("remote").  From a callback that the
@@ -93,12 +94,6 @@ int64_t aio_clock_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void oom(const char *what)
-{
-    error_report("aioloop: out of memory allocating %s", what);
-    abort();
 }
 
 /* ---- notify protocol -------------------------------------------------- */
@@ -274,11 +269,8 @@ static void aio_bh_free(QEMUBH *bh)
 static QEMUBH *bh_alloc(AioContext *ctx, QEMUBHFunc *cb, void *opaque,
                         const char *name, MemReentrancyGuard *guard)
 {
-    QEMUBH *bh = calloc(1, sizeof(*bh));
+    QEMUBH *bh = aio_alloc0(sizeof(*bh), "aio_bh_new");
 
-    if (!bh) {
-        oom("a bottom half");
-    }
     bh->ctx = ctx;
     bh->cb = cb;
     bh->opaque = opaque;

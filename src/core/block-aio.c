@@ -10,6 +10,7 @@
 #include <aioloop/block-aio.h>
 #include <aioloop/error.h>
 
+#include "../util/alloc.h"
 void *qemu_aio_get(const AIOCBInfo *aiocb_info, BlockDriverState *bs,
                    BlockCompletionFunc *cb, void *opaque)
 {
@@ -20,11 +21,7 @@ void *qemu_aio_get(const AIOCBInfo *aiocb_info, BlockDriverState *bs,
                      "sizeof(BlockAIOCB) (%zu)", sizeof(BlockAIOCB));
         abort();
     }
-    acb = calloc(1, aiocb_info->aiocb_size);
-    if (!acb) {
-        error_report("qemu_aio_get: out of memory allocating a request");
-        abort();
-    }
+    acb = aio_alloc0(aiocb_info->aiocb_size, "qemu_aio_get");
     acb->aiocb_info = aiocb_info;
     acb->bs = bs;
     acb->cb = cb;

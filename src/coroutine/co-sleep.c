@@ -14,6 +14,7 @@
 #include "coroutine-int.h"
 #include "aio-internal.h"
 
+#include "../util/alloc.h"
 static const char qemu_co_sleep_ns__scheduled[] = "qemu_co_sleep_ns";
 
 void qemu_co_sleep_wake(QemuCoSleep *w)
@@ -132,11 +133,7 @@ int coroutine_fn qemu_co_timeout(CoroutineEntry *entry, uint64_t timeout_ns,
         return 0;
     }
 
-    s = calloc(1, sizeof(*s));
-    if (!s) {
-        error_report("qemu_co_timeout: out of memory");
-        abort();
-    }
+    s = aio_alloc0(sizeof(*s), "qemu_co_timeout");
     s->entry = entry;
     s->opaque = opaque;
     s->clean = clean;

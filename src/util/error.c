@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alloc.h"
 struct Error {
     char *msg;
     /* Extra lines for a human, or NULL; each line ends in '\n'. */
@@ -49,6 +50,17 @@ static void *xmalloc(size_t size)
 
     if (!p) {
         out_of_memory();
+    }
+    return p;
+}
+
+void *aio_alloc0(size_t size, const char *who)
+{
+    void *p = calloc(1, size);
+
+    if (!p) {
+        error_report("%s: out of memory", who);
+        abort();
     }
     return p;
 }

@@ -33,6 +33,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "test.h"
@@ -457,5 +459,32 @@ static inline void test_watchdog_cancel(void)
     alarm(0);
     test_watchdog_what = NULL;
 }
+
+#ifndef ARRAY_SIZE
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#endif
+#ifndef container_of
+#define container_of(ptr, type, member) \
+    ((type *)((char *)(ptr) - offsetof(type, member)))
+#endif
+
+static inline void test_sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+    nanosleep(&ts, NULL);
+}
+
+/* Wait (bounded, 20 s) until @cond holds, re-evaluated every millisecond. */
+#define WAIT_UNTIL(cond)                                                   \
+    do {                                                                   \
+        int waited_ = 0;                                                   \
+        while (!(cond)) {                                                  \
+            if (++waited_ > 20000) {                                       \
+                TEST_FAIL_("timed out waiting for %s", #cond);             \
+            }                                                              \
+            test_sleep_ms(1);                                              \
+        }                                                                  \
+    } while (0)
 
 #endif

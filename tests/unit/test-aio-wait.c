@@ -18,15 +18,6 @@
 #include "aio-test.h"
 #include "test.h"
 
-#include <stddef.h>
-
-#ifndef ARRAY_SIZE
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#endif
-#ifndef container_of
-#define container_of(ptr, type, member) \
-    ((type *)((char *)(ptr) - offsetof(type, member)))
-#endif
 
 #define WATCHDOG_SECONDS 120
 #define ROUNDS (TEST_SANITIZED ? 200 : 2000)

@@ -10,15 +10,6 @@
 #include "aio-test.h"
 #include "test.h"
 
-#include <stddef.h>
-
-#ifndef ARRAY_SIZE
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#endif
-#ifndef container_of
-#define container_of(ptr, type, member) \
-    ((type *)((char *)(ptr) - offsetof(type, member)))
-#endif
 
 #ifndef AIOLOOP_HAVE_GLIB
 

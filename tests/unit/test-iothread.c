@@ -22,24 +22,6 @@
 #include "test.h"
 #include "thread-pool-internal.h"
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-    nanosleep(&ts, NULL);
-}
-
-#define WAIT_UNTIL(cond)                                                   \
-    do {                                                                   \
-        int waited_ = 0;                                                   \
-        while (!(cond)) {                                                  \
-            if (++waited_ > 20000) {                                       \
-                TEST_FAIL_("timed out waiting for %s", #cond);             \
-            }                                                              \
-            sleep_ms(1);                                                   \
-        }                                                                  \
-    } while (0)
-
 static void read_comm(int tid, char *buf, size_t len)
 {
     char path[64];
@@ -400,7 +382,7 @@ static void destroy_from_itself(void *opaque)
     aio_bh_schedule_oneshot(iothread_get_aio_context(iot), destroy_self_bh,
                             iot);
     /* The abort in the IOThread ends this process. */
-    sleep_ms(20000);
+    test_sleep_ms(20000);
 }
 
 TEST(destroy_from_itself_aborts)

@@ -74,25 +74,6 @@ static int count_threads(void)
     return n;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-    nanosleep(&ts, NULL);
-}
-
-/* Wait (bounded, 20 s) until @cond holds, re-evaluated every millisecond. */
-#define WAIT_UNTIL(cond)                                                   \
-    do {                                                                   \
-        int waited_ = 0;                                                   \
-        while (!(cond)) {                                                  \
-            if (++waited_ > 20000) {                                       \
-                TEST_FAIL_("timed out waiting for %s", #cond);             \
-            }                                                              \
-            sleep_ms(1);                                                   \
-        }                                                                  \
-    } while (0)
-
 /* A gate jobs block on until the test opens it. */
 typedef struct Gate {
     pthread_mutex_t lock;
@@ -321,7 +302,7 @@ TEST(cancel_hundred_sleeping_jobs_exactly_one_outcome)
         }
         /* Let some start (round 0: none, maybe), then cancel them all. */
         if (round) {
-            sleep_ms(round);
+            test_sleep_ms(round);
         }
         for (int i = 0; i < 100; i++) {
             bdrv_aio_cancel_async(jobs[i].acb);
@@ -588,7 +569,7 @@ TEST(min_threads_stay_and_lowering_max_shrinks)
     WAIT_UNTIL(pool_stats(ctx).idle_threads == 3);
     ASSERT_EQ(pool_stats(ctx).cur_threads, 3);
     /* Several idle timeouts later they are still there. */
-    sleep_ms(100);
+    test_sleep_ms(100);
     ASSERT_EQ(pool_stats(ctx).cur_threads, 3);
 
     completed = 0;
