@@ -468,6 +468,27 @@ static inline void test_watchdog_cancel(void)
     ((type *)((char *)(ptr) - offsetof(type, member)))
 #endif
 
+/*
+ * A thread that calls poke(opaque) once thread @target sleeps in the
+ * kernel, and then sets @sent: "wake a loop that is really blocked".
+ */
+typedef struct Poker {
+    pid_t target;
+    bool sent;   /* atomic */
+    void (*poke)(void *);
+    void *opaque;
+} Poker;
+
+static inline void *poker_thread(void *arg)
+{
+    Poker *p = arg;
+
+    test_wait_thread_sleeping(p->target, NULL);
+    __atomic_store_n(&p->sent, true, __ATOMIC_SEQ_CST);
+    p->poke(p->opaque);
+    return NULL;
+}
+
 static inline void test_sleep_ms(int ms)
 {
     struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };

@@ -347,29 +347,21 @@ TEST(set_params_notify)
 
 /* ---- notify ------------------------------------------------------------- */
 
-typedef struct Poker {
-    AioContext *ctx;
-    pid_t home_tid;
-    QEMUBH *bh;             /* schedule this, or aio_notify() if NULL */
-} Poker;
-
-static void *poker_thread(void *opaque)
+/* Pokes for poker_thread() (aio-test.h). */
+static void poke_notify(void *opaque)
 {
-    Poker *p = opaque;
+    aio_notify(opaque);
+}
 
-    test_wait_thread_sleeping(p->home_tid, NULL);
-    if (p->bh) {
-        qemu_bh_schedule(p->bh);
-    } else {
-        aio_notify(p->ctx);
-    }
-    return NULL;
+static void poke_schedule(void *opaque)
+{
+    qemu_bh_schedule(opaque);
 }
 
 TEST(notify_wakes_blocking_poll_without_progress)
 {
     AioContext *ctx = test_aio_context_new();
-    Poker p = { .ctx = ctx, .home_tid = test_gettid() };
+    Poker p = { .target = test_gettid(), .poke = poke_notify, .opaque = ctx };
     AioloopContextStats st0, st1;
     pthread_t t;
     bool ret;
@@ -428,11 +420,11 @@ TEST(cross_thread_bh_schedule_wakes_blocking_poll)
 {
     AioContext *ctx = test_aio_context_new();
     unsigned runs = 0;
-    Poker p = { .ctx = ctx, .home_tid = test_gettid() };
+    QEMUBH *bh = aio_bh_new(ctx, count_cb, &runs);
+    Poker p = { .target = test_gettid(), .poke = poke_schedule, .opaque = bh };
     pthread_t t;
     bool ret;
 
-    p.bh = aio_bh_new(ctx, count_cb, &runs);
     test_aio_drain(ctx);
     test_watchdog("qemu_bh_schedule from another thread did not wake aio_poll",
                   WATCHDOG_S);
@@ -455,7 +447,7 @@ TEST(cross_thread_bh_schedule_wakes_blocking_poll)
     }
     test_watchdog_cancel();
 
-    qemu_bh_delete(p.bh);
+    qemu_bh_delete(bh);
     aio_poll(ctx, false);
     aio_context_unref(ctx);
 }

@@ -99,23 +99,6 @@ TEST(bh_runs_from_iteration)
     env_cleanup(&e);
 }
 
-typedef struct Poker {
-    pid_t target;
-    bool sent;   /* atomic */
-    void (*poke)(void *);
-    void *opaque;
-} Poker;
-
-static void *poker_thread(void *arg)
-{
-    Poker *p = arg;
-
-    test_wait_thread_sleeping(p->target, NULL);
-    __atomic_store_n(&p->sent, true, __ATOMIC_SEQ_CST);
-    p->poke(p->opaque);
-    return NULL;
-}
-
 static void poke_bh(void *opaque)
 {
     qemu_bh_schedule(opaque);

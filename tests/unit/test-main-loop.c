@@ -226,24 +226,6 @@ TEST(bh_new_runs_in_main_loop)
     loop_drain();
 }
 
-typedef struct Poker {
-    pid_t target;
-    bool sent;       /* atomic */
-    void (*poke)(void *);
-    void *opaque;
-} Poker;
-
-static void *poker_thread(void *arg)
-{
-    Poker *p = arg;
-
-    /* Only once the main thread sleeps in main_loop_wait()'s ppoll(). */
-    test_wait_thread_sleeping(p->target, NULL);
-    __atomic_store_n(&p->sent, true, __ATOMIC_SEQ_CST);
-    p->poke(p->opaque);
-    return NULL;
-}
-
 static void poke_notify(void *opaque)
 {
     (void)opaque;
