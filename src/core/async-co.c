@@ -73,18 +73,6 @@ void aio_co_schedule(AioContext *ctx, Coroutine *co)
     aio_context_unref(ctx);
 }
 
-typedef struct AioCoRescheduleSelf {
-    Coroutine *co;
-    AioContext *new_ctx;
-} AioCoRescheduleSelf;
-
-static void aio_co_reschedule_self_bh(void *opaque)
-{
-    AioCoRescheduleSelf *data = opaque;
-
-    aio_co_schedule(data->new_ctx, data->co);
-}
-
 void coroutine_fn aio_co_reschedule_self(AioContext *new_ctx)
 {
     AioContext *old_ctx = qemu_get_current_aio_context();
@@ -95,22 +83,19 @@ void coroutine_fn aio_co_reschedule_self(AioContext *new_ctx)
         abort();
     }
     if (old_ctx != new_ctx) {
-        AioCoRescheduleSelf data = {
-            .co = qemu_coroutine_self(),
-            .new_ctx = new_ctx,
-        };
-
         if (!old_ctx) {
             error_report("aio_co_reschedule_self: this thread has no current "
                          "AioContext to leave from");
             abort();
         }
         /*
-         * We can't directly schedule the coroutine in the target context
-         * because this would be racy: the other thread could try to enter
-         * the coroutine before it has yielded in this one.
+         * Scheduling ourselves in @new_ctx right now would be racy: its
+         * thread could enter us before we have yielded here.  QEMU defers
+         * the aio_co_schedule() to a one-shot BH in @old_ctx (an allocation
+         * and one more loop iteration per hop); the enter loop we yield to
+         * does it instead, as soon as we are switched out.
          */
-        aio_bh_schedule_oneshot(old_ctx, aio_co_reschedule_self_bh, &data);
+        qemu_coroutine_self()->move_to = new_ctx;
         qemu_coroutine_yield();
     }
 }

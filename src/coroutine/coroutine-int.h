@@ -66,6 +66,11 @@ struct Coroutine {
     const char *scheduled;
     /* CoMutexes held (debug check at termination). */
     size_t locks_held;
+    /*
+     * aio_co_reschedule_self(): the context to schedule us in once we have
+     * yielded; read and cleared by the enter loop we yield to (same thread).
+     */
+    AioContext *move_to;
 
     /* Link in a CoQueue or in another coroutine's co_queue_wakeup. */
     QSIMPLEQ_ENTRY(Coroutine) co_queue_next;

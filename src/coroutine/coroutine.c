@@ -221,6 +221,9 @@ static Coroutine *stack_alloc(size_t ssize)
 
 static void stack_free(Coroutine *co)
 {
+    void *map = co->map;
+    size_t map_size = co->map_size;
+
 #ifdef CO_TSAN
     __tsan_destroy_fiber(co->tsan_fiber);
 #endif
@@ -228,7 +231,15 @@ static void stack_free(Coroutine *co)
     VALGRIND_STACK_DEREGISTER(co->valgrind_stack_id);
 #endif
     qatomic_inc(&stats_stack_frees);
-    munmap(co->map, co->map_size);
+#ifdef CO_ASAN
+    /*
+     * And leave it clean: the kernel may give this range to an mmap()
+     * ASan does not see (liburing's rings), whose memory would then look
+     * like a stack redzone.
+     */
+    __asan_unpoison_memory_region(map, map_size);
+#endif
+    munmap(map, map_size);
 }
 
 /* ---- pool ----------------------------------------------------------------
@@ -667,6 +678,12 @@ void qemu_aio_coroutine_enter(AioContext *ctx, Coroutine *co)
 
         if (ret == COROUTINE_TERMINATE) {
             coroutine_delete(to);
+        } else if (unlikely(to->move_to)) {
+            AioContext *dst = to->move_to;
+
+            /* @to has yielded: it may run elsewhere from now on. */
+            to->move_to = NULL;
+            aio_co_schedule(dst, to);
         }
         to = QSIMPLEQ_FIRST(&pending);
         if (likely(!to)) {
