@@ -16,6 +16,7 @@
 #include "aio-internal.h"
 #include "coroutine-int.h"
 #include "aio-test.h"
+#include "co-threads.h"
 #include "test.h"
 
 /* ---- basics -------------------------------------------------------------- */
@@ -634,50 +635,6 @@ TEST(aio_co_enter_from_coroutine_is_deferred)
 }
 
 /* Two threads, each running its own context; a coroutine hops between. */
-typedef struct LoopThread {
-    AioContext *ctx;
-    pthread_t thread;
-    bool stop;
-    sem_t ready;
-} LoopThread;
-
-static void loop_stop_cb(void *opaque)
-{
-    LoopThread *t = opaque;
-
-    t->stop = true;
-}
-
-static void *loop_thread_fn(void *opaque)
-{
-    LoopThread *t = opaque;
-
-    qemu_set_current_aio_context(t->ctx);
-    sem_post(&t->ready);
-    while (!t->stop) {
-        aio_poll(t->ctx, true);
-    }
-    qemu_set_current_aio_context(NULL);
-    return NULL;
-}
-
-static void loop_thread_start(LoopThread *t)
-{
-    t->ctx = test_aio_context_new();
-    t->stop = false;
-    sem_init(&t->ready, 0, 0);
-    t->thread = test_thread_start(loop_thread_fn, t);
-    sem_wait(&t->ready);
-}
-
-static void loop_thread_stop(LoopThread *t)
-{
-    aio_bh_schedule_oneshot(t->ctx, loop_stop_cb, t);
-    test_thread_join(t->thread);
-    sem_destroy(&t->ready);
-    aio_context_unref(t->ctx);
-}
-
 typedef struct Hopper {
     LoopThread *t[2];
     int hops;

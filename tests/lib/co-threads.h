@@ -1,5 +1,5 @@
 /*
- * Helpers of the coroutine stress tests: N plain pthreads, each running
+ * Helpers of the coroutine tests: N plain pthreads, each running
  * its own AioContext with aio_poll(ctx, true) (the IOThread object is not
  * used here on purpose: these tests only need "a thread with a context").
  */
