@@ -353,9 +353,7 @@ int aio_bh_poll(AioContext *ctx)
      */
     while ((s = QSIMPLEQ_FIRST(&ctx->bh_slice_list))) {
         QEMUBH *bh;
-        unsigned flags;
-
-        unsigned local;
+        unsigned flags, local;
         bool run, idle, free_it;
 
         bh = aio_bh_dequeue_local(&s->bh_list, &local);
@@ -375,8 +373,9 @@ int aio_bh_poll(AioContext *ctx)
             local = __atomic_load_n(&bh->local, __ATOMIC_RELAXED);
             run = ((flags & BH_SCHEDULED) || (local & BH_LOCAL_SCHEDULED)) &&
                   !(flags & BH_DELETED);
-            idle = !((flags & BH_SCHEDULED) && !(flags & BH_IDLE)) &&
-                   !((local & BH_LOCAL_SCHEDULED) && !(local & BH_LOCAL_IDLE));
+            /* Idle only if no non-idle request is among the two. */
+            idle = !(((flags & BH_SCHEDULED) && !(flags & BH_IDLE)) ||
+                     ((local & BH_LOCAL_SCHEDULED) && !(local & BH_LOCAL_IDLE)));
             if (run && local) {
                 /* Its local entry, if still queued, must not run it again. */
                 __atomic_store_n(&bh->local, 0, __ATOMIC_RELAXED);
