@@ -17,6 +17,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1325,6 +1326,129 @@ TEST(nonblocking_poll_all_pollable_makes_no_syscall)
     munmap((void *)nosys_nr, 4096);
 }
 
+/* ---- io_uring: a wake-up through the context's eventfd reads nothing ---- */
+
+typedef struct NoReadWaker {
+    AioContext *ctx;
+    pid_t home;
+    sem_t go;
+    QEMUBH *bh;
+    int rounds;
+} NoReadWaker;
+
+static void *noread_waker(void *opaque)
+{
+    NoReadWaker *w = opaque;
+
+    for (int i = 0; i < w->rounds; i++) {
+        sem_wait(&w->go);
+        /* Only once the home thread sleeps in io_uring_enter(). */
+        test_wait_thread_sleeping(w->home, NULL);
+        qemu_bh_schedule(w->bh);
+    }
+    return NULL;
+}
+
+static void noread_count(void *opaque)
+{
+    (*(unsigned *)opaque)++;
+}
+
+static void noread_child(void)
+{
+    AioContext *ctx = test_aio_context_new();
+    unsigned runs = 0;
+    NoReadWaker w = { .ctx = ctx, .home = test_gettid(), .rounds = 3 };
+    struct sigaction sa;
+    pthread_t t;
+    /* Trap read() in this thread only (no TSYNC): the waker may read /proc. */
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                 offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_read, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {
+        .len = sizeof(filter) / sizeof(filter[0]),
+        .filter = filter,
+    };
+
+    w.bh = aio_bh_new(ctx, noread_count, &runs);
+    sem_init(&w.go, 0, 0);
+    t = test_thread_start(noread_waker, &w);
+    test_aio_drain(ctx);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = nosys_sigsys;
+    sa.sa_flags = SA_SIGINFO;
+    if (sigaction(SIGSYS, &sa, NULL) < 0 ||
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
+        _exit(5);
+    }
+    for (unsigned i = 1; i <= (unsigned)w.rounds; i++) {
+        sem_post(&w.go);
+        while (runs < i) {
+            aio_poll(ctx, true);
+        }
+    }
+    test_thread_join(t);
+    _exit(0);
+}
+
+TEST(io_uring_wakeup_reads_no_eventfd)
+{
+    AioContext *probe = test_aio_context_new();
+    bool io_uring = strcmp(aioloop_context_fdmon_name(probe), "io_uring") == 0;
+    pid_t pid;
+    int status;
+
+    aio_context_unref(probe);
+    if (!io_uring) {
+        printf("# skipped: only io_uring empties the eventfd for the loop\n");
+        return;
+    }
+#if TEST_SANITIZED
+    printf("# skipped: the sanitizer runtime makes syscalls of its own "
+           "inside instrumented code\n");
+    return;
+#endif
+#if !defined(__x86_64__)
+    printf("# skipped: the seccomp filter is written for x86_64\n");
+    return;
+#endif
+    nosys_nr = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ASSERT_TRUE(nosys_nr != MAP_FAILED);
+    *nosys_nr = -1;
+    fflush(NULL);
+    test_watchdog("io_uring wake-up without read()", WATCHDOG_S);
+    pid = fork();
+    ASSERT_INT(pid, >=, 0);
+    if (pid == 0) {
+        noread_child();
+    }
+    ASSERT_INT(waitpid(pid, &status, 0), ==, pid);
+    test_watchdog_cancel();
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 3) {
+        TEST_FAIL_("the home thread made syscall %ld (read) while woken "
+                   "through io_uring", *nosys_nr);
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 5) {
+        printf("# skipped: cannot install a seccomp filter here\n");
+        munmap((void *)nosys_nr, 4096);
+        return;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        TEST_FAIL_("child status 0x%x (signal %d)", status,
+                   WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    }
+    munmap((void *)nosys_nr, 4096);
+}
+
 /* ---- many fds ---------------------------------------------------------- */
 
 #define MANY_FDS 200
@@ -1441,4 +1565,5 @@ RUN_TESTS(T(fd_read_level_triggered_pipe),
           T(io_poll_without_io_poll_ready_is_dropped),
           T(poll_disabled_tracks_handlers),
           T(nonblocking_poll_all_pollable_makes_no_syscall),
+          T(io_uring_wakeup_reads_no_eventfd),
           T(many_fds_dispatch_exactly_the_ready_ones))
