@@ -486,7 +486,14 @@ static void adjust_polling_time(AioContext *ctx, AioPolledState *poll,
         }
     }
     if (poll->backoff) {
-        poll->backoff--;
+        if (--poll->backoff == 0) {
+            /*
+             * We know polling did not pay here: the window that grows from
+             * now on is a probe, and one miss backs off again (for longer)
+             * instead of four growing windows.  A hit resets everything.
+             */
+            poll->misses = POLL_MISS_LIMIT - 1;
+        }
         return;
     }
 

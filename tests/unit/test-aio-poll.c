@@ -1101,14 +1101,17 @@ TEST(poll_continues_after_fd_wakeup)
  * Windows that keep missing (the event only comes once we block, as when
  * the producer shares our CPU) must switch polling off for a while, whatever
  * size they reached: doubling from 4 us never lands exactly on poll_max_ns.
+ * When the back-off ends, one probing window that misses is enough to back
+ * off again, for longer.
  */
 TEST(adaptive_poll_backs_off_after_missed_windows)
 {
     AioContext *ctx = test_aio_context_new();
     Pollable p = { .fd = test_eventfd() };
     Error *err = NULL;
-    int64_t window[40];
-    int first_off = -1;
+    enum { ROUNDS = 160 };
+    int64_t window[ROUNDS];
+    int first_off = -1, probes = 0;
 
     /*
      * A maximum no wake-up reaches (the rescue thread notices a sleeping
@@ -1122,7 +1125,7 @@ TEST(adaptive_poll_backs_off_after_missed_windows)
     grow_poll_window(ctx, kick_eventfd, &p.fd, &p.reads);
 
     test_watchdog("poll back-off", WATCHDOG_S);
-    for (int i = 0; i < 40; i++) {
+    for (int i = 0; i < ROUNDS; i++) {
         unsigned before = p.reads;
 
         /*
@@ -1147,6 +1150,17 @@ TEST(adaptive_poll_backs_off_after_missed_windows)
     for (int i = first_off; i < first_off + 32; i++) {
         ASSERT_INT(window[i], ==, 0);
     }
+    /*
+     * The first back-off lasts 64 dispatches, the next 128: in between,
+     * polling comes back for one probe only (not four growing windows).
+     */
+    for (int i = first_off; i < ROUNDS; i++) {
+        probes += window[i] != 0;
+    }
+    printf("# %d dispatches with a polling window after back-off\n", probes);
+    ASSERT_INT(ROUNDS - first_off, >, 64 + 8);
+    ASSERT_INT(probes, >=, 1);
+    ASSERT_INT(probes, <=, 2);
     ASSERT_UINT(p.poll_readies, ==, 0);
 
     aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
