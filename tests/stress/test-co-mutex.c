@@ -29,11 +29,21 @@ static CoMutex mutex;
 static uint64_t plain_counter;
 static uint64_t atomic_counter;
 static unsigned long contended_unlocks;
+static bool go; /* atomic: every coroutine has been scheduled */
 static sem_t finished;
 
 static void coroutine_fn counter_co(void *opaque)
 {
     (void)opaque;
+    /*
+     * Start together: otherwise, on a loaded machine, the first coroutine
+     * of a thread can finish all its rounds before the next one exists,
+     * and the lock is never contended (seen under ASan).  With all four
+     * of a thread queued, the holder's yield lets the next one contend.
+     */
+    while (!__atomic_load_n(&go, __ATOMIC_ACQUIRE)) {
+        co_yield_to_loop();
+    }
     for (int i = 0; i < OPS; i++) {
         qemu_co_mutex_lock(&mutex);
         plain_counter++;
@@ -67,6 +77,7 @@ TEST(comutex_counter_4_threads)
             aio_co_schedule(t[i].ctx, qemu_coroutine_create(counter_co, NULL));
         }
     }
+    __atomic_store_n(&go, true, __ATOMIC_RELEASE);
     for (int i = 0; i < NTHREADS * COS_PER_THREAD; i++) {
         sem_wait(&finished);
     }
