@@ -1008,20 +1008,41 @@ static void pollable_ready(void *opaque)
     p->flag = false;
 }
 
-TEST(adaptive_poll_calls_io_poll_ready)
+/*
+ * A context with one pollable eventfd handler whose polling window has
+ * started growing (@poll_max_ns is the context's maximum).
+ */
+static AioContext *pollable_start(Pollable *p, int64_t poll_max_ns)
 {
     AioContext *ctx = test_aio_context_new();
-    Pollable p = { .fd = test_eventfd() };
+    Error *err = NULL;
+
+    p->fd = test_eventfd();
+    aio_context_set_poll_params(ctx, poll_max_ns, 0, 0, &err);
+    ASSERT_NULL(err);
+    aio_set_fd_handler(ctx, p->fd, pollable_read, NULL, pollable_poll,
+                       pollable_ready, p);
+    grow_poll_window(ctx, kick_eventfd, &p->fd, &p->reads);
+    return ctx;
+}
+
+static void pollable_stop(AioContext *ctx, Pollable *p)
+{
+    aio_set_fd_handler(ctx, p->fd, NULL, NULL, NULL, NULL, NULL);
+    close(p->fd);
+    aio_context_unref(ctx);
+}
+
+TEST(adaptive_poll_calls_io_poll_ready)
+{
+    Pollable p = { 0 };
+    AioContext *ctx;
     Error *err = NULL;
     AioloopContextStats st0, st1;
     bool ret, rescued;
     unsigned reads;
 
-    aio_context_set_poll_params(ctx, 1000000, 0, 0, &err);
-    ASSERT_NULL(err);
-    aio_set_fd_handler(ctx, p.fd, pollable_read, NULL, pollable_poll,
-                       pollable_ready, &p);
-    grow_poll_window(ctx, kick_eventfd, &p.fd, &p.reads);
+    ctx = pollable_start(&p, 1000000);
     reads = p.reads;
     aioloop_context_get_stats(ctx, &st0);
 
@@ -1048,9 +1069,7 @@ TEST(adaptive_poll_calls_io_poll_ready)
     aio_poll(ctx, false);
     ASSERT_INT(aioloop_context_get_poll_ns(ctx), ==, 0);
 
-    aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
-    close(p.fd);
-    aio_context_unref(ctx);
+    pollable_stop(ctx, &p);
 }
 
 /*
@@ -1061,16 +1080,11 @@ TEST(adaptive_poll_calls_io_poll_ready)
  */
 TEST(poll_continues_after_fd_wakeup)
 {
-    AioContext *ctx = test_aio_context_new();
-    Pollable p = { .fd = test_eventfd() };
-    Error *err = NULL;
+    Pollable p = { 0 };
+    AioContext *ctx;
     bool rescued;
 
-    aio_context_set_poll_params(ctx, 1000000, 0, 0, &err);
-    ASSERT_NULL(err);
-    aio_set_fd_handler(ctx, p.fd, pollable_read, NULL, pollable_poll,
-                       pollable_ready, &p);
-    grow_poll_window(ctx, kick_eventfd, &p.fd, &p.reads);
+    ctx = pollable_start(&p, 1000000);
 
     test_watchdog("poll after fd wake-up", WATCHDOG_S);
     for (int round = 1; round <= 3; round++) {
@@ -1092,9 +1106,7 @@ TEST(poll_continues_after_fd_wakeup)
     }
     test_watchdog_cancel();
 
-    aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
-    close(p.fd);
-    aio_context_unref(ctx);
+    pollable_stop(ctx, &p);
 }
 
 /*
@@ -1106,9 +1118,8 @@ TEST(poll_continues_after_fd_wakeup)
  */
 TEST(adaptive_poll_backs_off_after_missed_windows)
 {
-    AioContext *ctx = test_aio_context_new();
-    Pollable p = { .fd = test_eventfd() };
-    Error *err = NULL;
+    Pollable p = { 0 };
+    AioContext *ctx;
     enum { ROUNDS = 160 };
     int64_t window[ROUNDS];
     int first_off = -1, probes = 0;
@@ -1118,11 +1129,7 @@ TEST(adaptive_poll_backs_off_after_missed_windows)
      * thread within milliseconds): the window can only shrink to zero, and
      * stay there, by the miss rule.
      */
-    aio_context_set_poll_params(ctx, 1000LL * 1000 * 1000, 0, 0, &err);
-    ASSERT_NULL(err);
-    aio_set_fd_handler(ctx, p.fd, pollable_read, NULL, pollable_poll,
-                       pollable_ready, &p);
-    grow_poll_window(ctx, kick_eventfd, &p.fd, &p.reads);
+    ctx = pollable_start(&p, 1000LL * 1000 * 1000);
 
     test_watchdog("poll back-off", WATCHDOG_S);
     for (int i = 0; i < ROUNDS; i++) {
@@ -1163,9 +1170,7 @@ TEST(adaptive_poll_backs_off_after_missed_windows)
     ASSERT_INT(probes, <=, 2);
     ASSERT_UINT(p.poll_readies, ==, 0);
 
-    aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
-    close(p.fd);
-    aio_context_unref(ctx);
+    pollable_stop(ctx, &p);
 }
 
 TEST(io_poll_without_io_poll_ready_is_dropped)
