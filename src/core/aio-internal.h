@@ -8,6 +8,7 @@
 #define AIOLOOP_AIO_INTERNAL_H
 
 #include <aioloop/aio.h>
+#include <aioloop/block-io.h>
 
 #include <poll.h>
 #include <pthread.h>
@@ -155,6 +156,30 @@ enum {
     FDMON_IO_URING_REMOVE = 1u << 2,
 };
 
+/*
+ * A request on an io_uring that wants its completion as a callback: its
+ * user_data is the handler's address | UDATA_CQE_HANDLER.  The reaper
+ * copies the result in and queues the handler on ctx->cqe_ready; the
+ * dispatch phase runs it (never the reaper: it may enter a coroutine).
+ */
+typedef struct CqeHandler CqeHandler;
+struct CqeHandler {
+    void (*cb)(CqeHandler *handler);
+    int32_t res;
+    uint32_t cqe_flags;
+    QSIMPLEQ_ENTRY(CqeHandler) next;
+};
+/* Tag in the low bits of user_data (handlers are 8-byte aligned). */
+#define UDATA_TAG_MASK 7u
+#define UDATA_CQE_HANDLER 3u
+
+/*
+ * Run the CqeHandlers on ctx->cqe_ready, one at a time (a callback may
+ * run a nested aio_poll(), which then goes on with the rest).  Returns
+ * true if any ran.  Home thread.
+ */
+bool aio_run_cqe_handlers(AioContext *ctx);
+
 typedef struct BHListSlice BHListSlice;
 typedef QSLIST_HEAD(BHList, QEMUBH) BHList;
 struct BHListSlice {
@@ -290,6 +315,22 @@ struct AioContext {
     QEMUBH *co_schedule_bh;
     /* The GSource of aio_get_g_source() (weak; src/glib/aio-gsource.c). */
     void *gsource;
+
+    /*
+     * Block I/O (src/block/).  The states are created once (CAS, any
+     * thread) and freed at finalize; the engine pointer and the counters
+     * belong to the home thread (counters read relaxed by stats).
+     */
+    struct LinuxAioState *linux_aio;
+    struct LuringState *linux_io_uring;
+    const struct BlockEngineOps *block_engine;
+    AioloopBlockStats block_stats;
+    /*
+     * io_uring completions for CqeHandlers (block requests on the fd
+     * monitor's ring, or on the block engine's own ring), waiting for the
+     * dispatch phase.  Home thread.
+     */
+    QSIMPLEQ_HEAD(, CqeHandler) cqe_ready;
 };
 
 /*
@@ -384,6 +425,21 @@ extern const FDMonOps fdmon_epoll_ops;
 
 /* fdmon-io_uring.c: 0 or -errno (e.g. -EPERM, -ENOSYS). */
 int fdmon_io_uring_setup(AioContext *ctx);
+/*
+ * Block requests on the fd monitor's ring (src/block/io_uring.c).  While
+ * ctx->fdmon_ops is &fdmon_io_uring_ops, in the home thread:
+ * fdmon_io_uring_get_sqe() returns a free SQE of the monitor's ring
+ * (submitting what the SQ holds if it is full, so a request is never
+ * dropped), and fdmon_io_uring_sqe_queued() marks it as @handler's; the
+ * SQE goes to the kernel with the next wait() or flush(), or at once when
+ * @max_batch block SQEs are queued.  Completions run handler->cb from the
+ * dispatch phase.  aio_context_destroy() waits for the requests in flight
+ * and runs their handlers before it closes the ring.
+ */
+struct io_uring_sqe;
+struct io_uring_sqe *fdmon_io_uring_get_sqe(AioContext *ctx);
+void fdmon_io_uring_sqe_queued(AioContext *ctx, struct io_uring_sqe *sqe,
+                               CqeHandler *handler, unsigned max_batch);
 extern const FDMonOps fdmon_io_uring_ops;
 
 /* Threshold at which the poll backend upgrades itself to epoll. */
