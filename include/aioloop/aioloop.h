@@ -14,6 +14,7 @@
 #include <aioloop/aio.h>
 #include <aioloop/iov.h>
 #include <aioloop/block-aio.h>
+#include <aioloop/block-io.h>
 #include <aioloop/thread-pool.h>
 #include <aioloop/iothread.h>
 #include <aioloop/lockable.h>

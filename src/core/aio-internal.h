@@ -396,6 +396,13 @@ void aio_source_dispatch(AioContext *ctx, bool fds_ready);
 /* async.c: true if a BH (idle ones included) is scheduled. */
 bool aio_bh_scheduled(AioContext *ctx);
 
+/*
+ * src/block/block-io.c: run @ctx's loop until no block request is in
+ * flight (returns whether anything ran), and free the engines' state.
+ */
+bool aio_block_drain(AioContext *ctx);
+void aio_block_cleanup(AioContext *ctx);
+
 /* aio-posix.c */
 void aio_add_ready_handler(AioHandlerList *ready_list, AioHandler *node,
                            int revents);

@@ -400,6 +400,7 @@ static bool try_poll_mode(AioContext *ctx, AioHandlerList *ready_list,
     int64_t start;
     int64_t now;
     bool found;
+    bool woken = false;
 
     if (QLIST_EMPTY(&ctx->poll_aio_handlers)) {
         return false;
@@ -426,7 +427,13 @@ static bool try_poll_mode(AioContext *ctx, AioHandlerList *ready_list,
         found = run_poll_handlers_once(ctx, ready_list, now, progress);
         now = aio_clock_ns();
     } while (!found && now - start < max_ns &&
-             !ctx->fdmon_ops->need_wait(ctx));
+             !(woken = ctx->fdmon_ops->need_wait(ctx)));
+    /*
+     * The fd monitor has something (io_uring: a block request's completion
+     * in the shared CQ): the polling found an event, just not through a
+     * handler's io_poll.
+     */
+    found |= woken;
 
     remove_idle_poll_handlers(ctx, now);
     if (found) {

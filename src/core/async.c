@@ -667,6 +667,7 @@ AioContext *aio_context_new(Error **errp)
     QSLIST_INIT(&ctx->bh_local);
     QSLIST_INIT(&ctx->submit_list);
     QSIMPLEQ_INIT(&ctx->bh_slice_list);
+    QSIMPLEQ_INIT(&ctx->cqe_ready);
     ctx->thread_pool_min = 0;
     ctx->thread_pool_max = 64;
     timerlistgroup_init(&ctx->tlg, aio_timerlist_notify, ctx);
@@ -708,6 +709,9 @@ static void aio_context_finalize(AioContext *ctx)
 {
     QEMUBH *bh;
     unsigned flags;
+
+    /* Drained by aio_context_unref(): the engines have nothing in flight. */
+    aio_block_cleanup(ctx);
 
     if (!QSIMPLEQ_EMPTY(&ctx->bh_slice_list)) {
         error_report("aio_context_unref: last reference dropped while "
@@ -761,12 +765,34 @@ static void aio_context_finalize(AioContext *ctx)
     free(ctx);
 }
 
+/*
+ * The last reference is gone but block requests are in flight: their
+ * coroutines wait to be resumed in @ctx.  Run its loop here until they
+ * have been, holding a temporary reference so that the loop's own
+ * ref/unref pairs (aio_co_schedule()) cannot finalize it under us.  Whoever
+ * dropped the last reference may no longer use the context, so its loop is
+ * ours now: take over the home binding (the old home thread is gone or
+ * done with it).  Returns false if a resumed coroutine kept a reference:
+ * the context lives on, and is finalized when that one is dropped.
+ */
+static bool aio_context_drain_last(AioContext *ctx)
+{
+    if (likely(!ctx->block_stats.inflight)) {
+        return true;
+    }
+    qatomic_set(&ctx->refcnt, 1);
+    qatomic_set(&ctx->home_tid, current_tid());
+    aio_block_drain(ctx);
+    return qatomic_fetch_sub(&ctx->refcnt, 1) == 1;
+}
+
 void aio_context_unref(AioContext *ctx)
 {
     if (!ctx) {
         return;
     }
-    if (qatomic_fetch_sub(&ctx->refcnt, 1) == 1) {
+    if (qatomic_fetch_sub(&ctx->refcnt, 1) == 1 &&
+        aio_context_drain_last(ctx)) {
         aio_context_finalize(ctx);
     }
 }

@@ -82,8 +82,10 @@ enum {
     FDMON_IO_URING_READ = 1u << 10,
 };
 
-/* user_data values that carry no node (see the tags above). */
-#define UDATA_TAG_MASK 7u
+/*
+ * user_data values that carry no node (see the tags above); the tag mask
+ * and UDATA_CQE_HANDLER (a CqeHandler's address | 3) are in aio-internal.h.
+ */
 #define UDATA_POLL_REMOVE 1u
 /* node | UDATA_LINKED_POLL: the POLL_ADD in front of the notifier's READ. */
 #define UDATA_LINKED_POLL 2u
@@ -98,6 +100,12 @@ typedef struct FDMonIoUring {
     /* Where the notifier's READ puts the eventfd counter (discarded). */
     uint64_t notifier_buf;
     bool cqe_skip; /* IORING_FEAT_CQE_SKIP */
+    /*
+     * Block requests (CqeHandlers): queued in the SQ since the last
+     * submit, and submitted but not completed.  Home thread.
+     */
+    unsigned block_queued;
+    unsigned block_inflight;
 } FDMonIoUring;
 
 static inline FDMonIoUring *state(AioContext *ctx)
@@ -149,6 +157,22 @@ static void release_node(AioContext *ctx, AioHandler *node)
 {
     qatomic_set(&node->fdmon_flags, 0);
     aio_handler_release(ctx, node);
+}
+
+/*
+ * Every submission goes through here, so that the block requests it hands
+ * over are counted (AioloopBlockStats.submits).
+ */
+static int ring_submit(AioContext *ctx)
+{
+    FDMonIoUring *s = state(ctx);
+    int ret = io_uring_submit(&s->ring);
+
+    if (ret > 0 && s->block_queued) {
+        s->block_queued = 0;
+        qatomic_set(&ctx->block_stats.submits, ctx->block_stats.submits + 1);
+    }
+    return ret;
 }
 
 /* An SQE that make_room() (or the caller's own check) guaranteed. */
@@ -225,6 +249,16 @@ static bool process_cqe(AioContext *ctx, AioHandlerList *ready_list,
     AioHandler *node;
     unsigned flags;
 
+    if ((user_data & UDATA_TAG_MASK) == UDATA_CQE_HANDLER) {
+        CqeHandler *handler = (CqeHandler *)(uintptr_t)(user_data &
+                                                        ~(uint64_t)UDATA_TAG_MASK);
+
+        /* Run by dispatch(), outside the walk: it may enter a coroutine. */
+        handler->res = res;
+        QSIMPLEQ_INSERT_TAIL(&ctx->cqe_ready, handler, next);
+        state(ctx)->block_inflight--;
+        return true;
+    }
     if (user_data & UDATA_TAG_MASK) {
         /*
          * A POLL_REMOVE's result (0, or -ENOENT when the POLL_ADD had
@@ -324,11 +358,11 @@ static bool make_room(AioContext *ctx, AioHandlerList *ready_list, int *count,
     if (io_uring_sq_space_left(ring) >= need) {
         return true;
     }
-    ret = io_uring_submit(ring);
+    ret = ring_submit(ctx);
     if (ret == -EBUSY || ret == -EAGAIN || ret == -EINTR) {
         /* -EBUSY: a kernel that wants its CQ overflow drained first. */
         *count += reap(ctx, ready_list);
-        io_uring_submit(ring);
+        ring_submit(ctx);
     }
     return io_uring_sq_space_left(ring) >= need;
 }
@@ -420,7 +454,7 @@ static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerList *ready_list,
     }
     if (timeout == 0) {
         if (io_uring_sq_ready(ring)) {
-            ret = io_uring_submit(ring);
+            ret = ring_submit(ctx);
         }
     } else {
         if (timeout > 0) {
@@ -431,6 +465,11 @@ static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerList *ready_list,
         ret = io_uring_submit_and_wait_timeout(ring, &cqe, 1,
                                                timeout > 0 ? &ts : NULL,
                                                NULL);
+        if ((ret >= 0 || ret == -ETIME) && state(ctx)->block_queued) {
+            state(ctx)->block_queued = 0;
+            qatomic_set(&ctx->block_stats.submits,
+                        ctx->block_stats.submits + 1);
+        }
     }
     count += reap(ctx, ready_list);
 
@@ -462,7 +501,7 @@ static int fdmon_io_uring_flush(AioContext *ctx, AioHandlerList *ready_list)
     }
     fill_sq_ring(ctx, ready_list, &count);
     if (io_uring_sq_ready(ring)) {
-        io_uring_submit(ring);
+        ring_submit(ctx);
     }
     return count + reap(ctx, ready_list);
 }
@@ -475,6 +514,45 @@ static bool fdmon_io_uring_need_wait(AioContext *ctx)
            io_uring_cq_has_overflow(ring) || !submit_list_empty(ctx);
 }
 
+/* Forget a stack ready list filled by a reap nobody dispatches. */
+static void discard_ready(AioHandlerList *ready_list)
+{
+    AioHandler *node;
+
+    while ((node = QLIST_FIRST(ready_list))) {
+        QLIST_REMOVE(node, node_ready);
+        node->revents = 0;
+    }
+}
+
+/*
+ * Block requests in flight read into or write from their callers' memory,
+ * and their coroutines wait for the results: wait for every one of them
+ * before the ring goes.  Fd readiness reaped meanwhile is dropped; the
+ * handlers are level-triggered and the next monitor reports them again.
+ */
+static void drain_block_requests(AioContext *ctx)
+{
+    FDMonIoUring *s = state(ctx);
+    AioHandlerList ready_list = { NULL };
+    struct io_uring_cqe *cqe;
+
+    while (s->block_inflight) {
+        int ret = io_uring_submit_and_wait(&s->ring, 1);
+
+        if (ret < 0 && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN &&
+            ret != -ETIME) {
+            error_report("fdmon-io_uring: %u block request(s) lost at "
+                         "teardown: %s", s->block_inflight, strerror(-ret));
+            break;
+        }
+        if (io_uring_peek_cqe(&s->ring, &cqe) == 0 || ret >= 0) {
+            reap(ctx, &ready_list);
+            discard_ready(&ready_list);
+        }
+    }
+}
+
 static void fdmon_io_uring_destroy(AioContext *ctx)
 {
     FDMonIoUring *s = state(ctx);
@@ -485,6 +563,7 @@ static void fdmon_io_uring_destroy(AioContext *ctx)
     if (!s) {
         return;
     }
+    drain_block_requests(ctx);
     /*
      * Closing the ring ends every request.  The kernel never dereferences
      * user_data and we never read this CQ again, so from here no
@@ -520,6 +599,8 @@ static void fdmon_io_uring_destroy(AioContext *ctx)
         release_node(ctx, node);
     }
     free(s);
+    /* Completions of the drained requests: resume their coroutines. */
+    aio_run_cqe_handlers(ctx);
 }
 
 /*
@@ -557,12 +638,72 @@ static int fdmon_io_uring_gsource_fds(AioContext *ctx, struct pollfd *pfds,
     return 1;
 }
 
+bool aio_run_cqe_handlers(AioContext *ctx)
+{
+    CqeHandler *handler;
+    bool progress = false;
+
+    while ((handler = QSIMPLEQ_FIRST(&ctx->cqe_ready))) {
+        QSIMPLEQ_REMOVE_HEAD(&ctx->cqe_ready, next);
+        handler->cb(handler);
+        progress = true;
+    }
+    return progress;
+}
+
+static bool fdmon_io_uring_dispatch(AioContext *ctx)
+{
+    if (QSIMPLEQ_EMPTY(&ctx->cqe_ready)) {
+        return false;
+    }
+    return aio_run_cqe_handlers(ctx);
+}
+
+struct io_uring_sqe *fdmon_io_uring_get_sqe(AioContext *ctx)
+{
+    FDMonIoUring *s = state(ctx);
+    AioHandlerList ready_list = { NULL };
+    struct io_uring_sqe *sqe;
+
+    /*
+     * A full SQ is submitted, never a reason to drop the request.  A
+     * kernel that refuses new SQEs until its CQ overflow is drained
+     * (-EBUSY) gets it drained; completions reaped here wait on
+     * cqe_ready, fd readiness comes back (level-triggered).
+     */
+    while (!(sqe = io_uring_get_sqe(&s->ring))) {
+        int ret = ring_submit(ctx);
+
+        if (ret == -EBUSY || ret == -EAGAIN || ret == -EINTR) {
+            reap(ctx, &ready_list);
+            discard_ready(&ready_list);
+        } else if (ret < 0) {
+            return NULL;
+        }
+    }
+    return sqe;
+}
+
+void fdmon_io_uring_sqe_queued(AioContext *ctx, struct io_uring_sqe *sqe,
+                               CqeHandler *handler, unsigned max_batch)
+{
+    FDMonIoUring *s = state(ctx);
+
+    io_uring_sqe_set_data64(sqe, (uintptr_t)handler | UDATA_CQE_HANDLER);
+    s->block_inflight++;
+    /* Otherwise the next wait() or flush() submits it with the rest. */
+    if (++s->block_queued >= max_batch) {
+        ring_submit(ctx);
+    }
+}
+
 const FDMonOps fdmon_io_uring_ops = {
     .name = "io_uring",
     .update = fdmon_io_uring_update,
     .wait = fdmon_io_uring_wait,
     .need_wait = fdmon_io_uring_need_wait,
     .flush = fdmon_io_uring_flush,
+    .dispatch = fdmon_io_uring_dispatch,
     .destroy = fdmon_io_uring_destroy,
     .gsource_prepare = fdmon_io_uring_gsource_prepare,
     .gsource_fds = fdmon_io_uring_gsource_fds,
