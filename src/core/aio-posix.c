@@ -649,6 +649,10 @@ static void aio_dispatch_pass(AioContext *ctx, const char *caller,
     if (ask_fdmon) {
         ctx->fdmon_ops->wait(ctx, &ready_list, 0);
         aio_dispatch_ready_handlers(ctx, &ready_list, -1, false);
+        /* Completions that wait() just reaped (io_uring block requests). */
+        if (ctx->fdmon_ops->dispatch) {
+            ctx->fdmon_ops->dispatch(ctx);
+        }
     }
     aio_free_deleted_handlers(ctx);
     aio_walk_end(ctx);

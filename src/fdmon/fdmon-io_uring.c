@@ -449,7 +449,7 @@ static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerList *ready_list,
      * nodes are still on the submit list: their fds are not watched yet.
      */
     if (count || io_uring_cq_ready(ring) || io_uring_cq_has_overflow(ring) ||
-        !submit_list_empty(ctx)) {
+        !submit_list_empty(ctx) || !QSIMPLEQ_EMPTY(&ctx->cqe_ready)) {
         timeout = 0;
     }
     if (timeout == 0) {
@@ -511,7 +511,8 @@ static bool fdmon_io_uring_need_wait(AioContext *ctx)
     struct io_uring *ring = &state(ctx)->ring;
 
     return io_uring_cq_ready(ring) || io_uring_sq_ready(ring) ||
-           io_uring_cq_has_overflow(ring) || !submit_list_empty(ctx);
+           io_uring_cq_has_overflow(ring) || !submit_list_empty(ctx) ||
+           !QSIMPLEQ_EMPTY(&ctx->cqe_ready);
 }
 
 /* Forget a stack ready list filled by a reap nobody dispatches. */
