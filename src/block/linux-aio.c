@@ -1,0 +1,502 @@
+/*
+ * The Linux AIO block engine (libaio), after QEMU's block/linux-aio.c.
+ *
+ * - One io_context per AioContext.  Every iocb names the state's eventfd
+ *   (io_set_eventfd), watched as an EventNotifier whose io_poll peeks the
+ *   completion ring the kernel maps into our address space, so adaptive
+ *   polling sees completions without a system call, and reaping costs none
+ *   either: the ring is read and its head advanced in user space.
+ *
+ * - Requests queue on s->pending and go to the kernel together: at the end
+ *   of the loop iteration (submit_bh), or at once when max_batch of them
+ *   are queued.  At most max_events are in flight (the io_context's size);
+ *   the rest wait, and so does everything after an -EAGAIN from
+ *   io_submit(): completions free room and resubmit.  Nothing is dropped
+ *   and nothing spins.
+ *
+ * - Completion processing may run a coroutine that ends in a nested
+ *   aio_poll(), which processes completions again.  As in QEMU, the
+ *   progress through the ring (event_idx, event_max) lives in the state,
+ *   not in locals, and completion_bh is scheduled before any request is
+ *   resolved: the nested call goes on from where the outer one stands, and
+ *   when it returns the outer loop sees event_max == 0 and stops.
+ *
+ * - The request is on the waiting coroutine's stack.  A request resolved
+ *   while its own coroutine is still running (an io_submit() failure in the
+ *   batch that coroutine submitted) is not woken: the coroutine sees the
+ *   result before it yields.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <libaio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include <aioloop/event-notifier.h>
+
+#include "block-internal.h"
+
+#define MAX_EVENTS 1024
+#define DEFAULT_MAX_BATCH 32
+
+typedef struct LaioCB {
+    struct iocb iocb;
+    LinuxAioState *s;
+    Coroutine *co;
+    int fd;
+    int type;
+    uint64_t offset;
+    QEMUIOVector *qiov;
+    BdrvRequestFlags flags;
+    unsigned max_batch;
+    size_t done;       /* bytes transferred so far */
+    QEMUIOVector rest; /* what is left after a short transfer */
+    long res;          /* the kernel's result for the last iocb */
+    int ret;           /* -EINPROGRESS until resolved */
+    QSIMPLEQ_ENTRY(LaioCB) next;
+} LaioCB;
+
+struct LinuxAioState {
+    AioContext *ctx;
+    io_context_t ioctx;
+    unsigned max_events;
+    EventNotifier e;
+
+    QSIMPLEQ_HEAD(, LaioCB) pending; /* queued, not yet submitted */
+    unsigned in_queue;
+    unsigned in_flight;
+    bool blocked; /* io_submit() said -EAGAIN: wait for a completion */
+    /*
+     * Depth of process_completions().  Requests queued meanwhile are
+     * submitted when it returns, not as soon as a batch is full: with
+     * buffered files io_submit() completes them at once, and a completion
+     * loop that keeps submitting would keep finding new completions and
+     * never give the event loop back.
+     */
+    unsigned processing;
+    unsigned max_batch; /* of the last request queued */
+    QEMUBH *submit_bh;
+
+    /* Completion processing; see the top for why these are not locals. */
+    QEMUBH *completion_bh;
+    unsigned event_idx;
+    unsigned event_max;
+};
+
+/* The completion ring's header, as fs/aio.c maps it (QEMU reads it too). */
+struct aio_ring {
+    unsigned id;
+    unsigned nr;
+    unsigned head;
+    unsigned tail;
+    unsigned magic;
+    unsigned compat_features;
+    unsigned incompat_features;
+    unsigned header_length;
+    struct io_event io_events[];
+};
+
+/* Events between head and tail (or the ring's end, when it wraps). */
+static unsigned ring_peek(io_context_t ioctx, struct io_event **events)
+{
+    struct aio_ring *ring = (struct aio_ring *)ioctx;
+    unsigned head = qatomic_read(&ring->head);
+    unsigned tail = qatomic_read(&ring->tail);
+    unsigned nr = tail >= head ? tail - head : ring->nr - head;
+
+    *events = ring->io_events + head;
+    /* Read the events only after tail: pairs with aio_complete()'s wmb. */
+    smp_rmb();
+    return nr;
+}
+
+static void ring_commit(io_context_t ioctx, unsigned nr)
+{
+    struct aio_ring *ring = (struct aio_ring *)ioctx;
+
+    if (nr) {
+        qatomic_set(&ring->head, (ring->head + nr) % ring->nr);
+    }
+}
+
+static void ioq_submit(LinuxAioState *s);
+
+static void laio_resolve(LaioCB *cb, int ret)
+{
+    cb->ret = ret;
+    if (!qemu_coroutine_entered(cb->co)) {
+        aio_co_wake(cb->co);
+    }
+}
+
+/* (Re)build the iocb for what is left of @cb's transfer and queue it. */
+static void laio_queue(LaioCB *cb)
+{
+    LinuxAioState *s = cb->s;
+    QEMUIOVector *qiov = cb->done ? &cb->rest : cb->qiov;
+    uint64_t offset = cb->offset + cb->done;
+    struct iocb *iocb = &cb->iocb;
+
+    switch (cb->type) {
+    case QEMU_AIO_READ:
+        io_prep_preadv(iocb, cb->fd, qiov->iov, qiov->niov, (long long)offset);
+        break;
+    case QEMU_AIO_WRITE:
+        io_prep_pwritev(iocb, cb->fd, qiov->iov, qiov->niov, (long long)offset);
+        if (cb->flags & BDRV_REQ_FUA) {
+            iocb->aio_rw_flags |= RWF_DSYNC;
+        }
+        break;
+    case QEMU_AIO_FLUSH:
+        io_prep_fdsync(iocb, cb->fd);
+        break;
+    default: /* AIOLOOP_AIO_FSYNC */
+        io_prep_fsync(iocb, cb->fd);
+        break;
+    }
+    io_set_eventfd(iocb, event_notifier_get_fd(&s->e));
+
+    QSIMPLEQ_INSERT_TAIL(&s->pending, cb, next);
+    s->in_queue++;
+    s->max_batch = cb->max_batch;
+    if (s->processing) {
+        return; /* process_completions_and_submit() submits */
+    }
+    if (!s->blocked && s->in_queue >= cb->max_batch) {
+        ioq_submit(s);
+    } else if (s->in_queue == 1) {
+        qemu_bh_schedule(s->submit_bh);
+    }
+}
+
+static void laio_continue(LaioCB *cb)
+{
+    if (!cb->rest.iov) {
+        qemu_iovec_init(&cb->rest, cb->qiov->niov);
+    } else {
+        qemu_iovec_reset(&cb->rest);
+    }
+    qemu_iovec_concat(&cb->rest, cb->qiov, cb->done,
+                      cb->qiov->size - cb->done);
+    laio_queue(cb);
+}
+
+/* The kernel finished @cb's iocb with @res: resolve or go on. */
+static void laio_complete(LaioCB *cb, long res)
+{
+    if (res == -EINTR || res == -EAGAIN) {
+        if (cb->done) {
+            laio_continue(cb);
+        } else {
+            laio_queue(cb);
+        }
+        return;
+    }
+    if (cb->type != QEMU_AIO_READ && cb->type != QEMU_AIO_WRITE) {
+        laio_resolve(cb, res < 0 ? (int)res : 0);
+        return;
+    }
+    if (res < 0) {
+        if (res == -EINVAL && cb->done && cb->type == QEMU_AIO_READ) {
+            /*
+             * The rest of an O_DIRECT read that stopped at an unaligned
+             * end of file starts unaligned: it is past the end.
+             */
+            res = 0;
+        } else {
+            laio_resolve(cb, (int)res);
+            return;
+        }
+    }
+    cb->done += (size_t)res;
+    if (cb->done >= cb->qiov->size) {
+        laio_resolve(cb, 0);
+    } else if (res == 0 && cb->type == QEMU_AIO_READ) {
+        /* End of file: what lies past it reads as zeroes. */
+        qemu_iovec_memset(cb->qiov, cb->done, 0, cb->qiov->size - cb->done);
+        laio_resolve(cb, 0);
+    } else if (res == 0) {
+        laio_resolve(cb, -ENOSPC);
+    } else {
+        laio_continue(cb);
+    }
+}
+
+static void process_completions(LinuxAioState *s)
+{
+    struct io_event *events;
+
+    /* A nested aio_poll() must see the completions still in the ring. */
+    qemu_bh_schedule(s->completion_bh);
+    s->processing++;
+
+    for (;;) {
+        ring_commit(s->ioctx, s->event_idx);
+        s->event_idx = 0;
+        s->event_max = ring_peek(s->ioctx, &events);
+        if (!s->event_max) {
+            break;
+        }
+        while (s->event_idx < s->event_max) {
+            struct io_event *ev = &events[s->event_idx];
+            LaioCB *cb = container_of(ev->obj, LaioCB, iocb);
+
+            /* One at a time: a nested call may go on from here. */
+            s->in_flight--;
+            s->event_idx++;
+            s->blocked = false;
+            laio_complete(cb, (long)ev->res);
+        }
+    }
+    qemu_bh_cancel(s->completion_bh);
+    /* Tell an outer call, if we are nested, that the ring is done. */
+    s->event_max = 0;
+    s->event_idx = 0;
+    s->processing--;
+}
+
+static void process_completions_and_submit(LinuxAioState *s)
+{
+    process_completions(s);
+    if (!s->processing && !QSIMPLEQ_EMPTY(&s->pending)) {
+        ioq_submit(s);
+    }
+}
+
+static void ioq_submit(LinuxAioState *s)
+{
+    struct iocb *iocbs[MAX_EVENTS];
+    LaioCB *cb;
+    int ret;
+    int len;
+
+    while (!QSIMPLEQ_EMPTY(&s->pending) && s->in_flight < s->max_events) {
+        len = 0;
+        QSIMPLEQ_FOREACH(cb, &s->pending, next) {
+            iocbs[len++] = &cb->iocb;
+            if (s->in_flight + (unsigned)len >= s->max_events ||
+                (unsigned)len >= s->max_batch) {
+                break;
+            }
+        }
+        ret = io_submit(s->ioctx, len, iocbs);
+        if (ret == -EINTR) {
+            continue;
+        }
+        if (ret == -EAGAIN) {
+            /* The kernel is out of resources: a completion retries. */
+            s->blocked = true;
+            break;
+        }
+        if (ret < 0) {
+            /* The first iocb is bad (-EBADF, -EINVAL): fail it alone. */
+            cb = QSIMPLEQ_FIRST(&s->pending);
+            QSIMPLEQ_REMOVE_HEAD(&s->pending, next);
+            s->in_queue--;
+            laio_resolve(cb, ret);
+            continue;
+        }
+        block_count_submit(s->ctx);
+        block_count_requests(s->ctx, (unsigned)ret);
+        s->in_flight += (unsigned)ret;
+        s->in_queue -= (unsigned)ret;
+        while (ret--) {
+            QSIMPLEQ_REMOVE_HEAD(&s->pending, next);
+        }
+    }
+    if (s->in_flight == 0 && !QSIMPLEQ_EMPTY(&s->pending)) {
+        /*
+         * -EAGAIN with nothing in flight: no completion will come to retry.
+         * Try again next iteration rather than never.
+         */
+        qemu_bh_schedule(s->submit_bh);
+    }
+}
+
+static void submit_bh_cb(void *opaque)
+{
+    LinuxAioState *s = opaque;
+
+    if (!QSIMPLEQ_EMPTY(&s->pending)) {
+        s->blocked = false;
+        ioq_submit(s);
+    }
+}
+
+static void completion_bh_cb(void *opaque)
+{
+    process_completions_and_submit(opaque);
+}
+
+static void laio_completion_cb(EventNotifier *e)
+{
+    LinuxAioState *s = container_of(e, LinuxAioState, e);
+
+    if (event_notifier_test_and_clear(&s->e)) {
+        process_completions_and_submit(s);
+    }
+}
+
+static bool laio_poll_cb(void *opaque)
+{
+    LinuxAioState *s = container_of((EventNotifier *)opaque, LinuxAioState,
+                                    e);
+    struct io_event *events;
+
+    return ring_peek(s->ioctx, &events) != 0;
+}
+
+static void laio_poll_ready(EventNotifier *e)
+{
+    process_completions_and_submit(container_of(e, LinuxAioState, e));
+}
+
+static int coroutine_fn laio_co_submit_ctx(AioContext *ctx, int fd,
+                                           uint64_t offset, QEMUIOVector *qiov,
+                                           int type, BdrvRequestFlags flags,
+                                           uint64_t dev_max_batch)
+{
+    LinuxAioState *s = aio_get_linux_aio(ctx);
+    LaioCB cb = {
+        .s = s,
+        .co = qemu_coroutine_self(),
+        .fd = fd,
+        .type = type,
+        .offset = offset,
+        .qiov = qiov,
+        .flags = flags,
+        .ret = -EINPROGRESS,
+    };
+
+    cb.max_batch = MIN(block_max_batch(ctx, DEFAULT_MAX_BATCH, dev_max_batch),
+                       s->max_events);
+    laio_queue(&cb);
+    if (cb.ret == -EINPROGRESS) {
+        qemu_coroutine_yield();
+    }
+    if (cb.rest.iov) {
+        qemu_iovec_destroy(&cb.rest);
+    }
+    return cb.ret;
+}
+
+/* ---- state -------------------------------------------------------------- */
+
+/* AIOLOOP_LAIO_MAX_EVENTS: a smaller io_context (tests of the full path). */
+static unsigned wanted_events(void)
+{
+    const char *env = getenv("AIOLOOP_LAIO_MAX_EVENTS");
+    long n = env ? strtol(env, NULL, 10) : 0;
+
+    return n > 0 && n <= MAX_EVENTS ? (unsigned)n : MAX_EVENTS;
+}
+
+static LinuxAioState *laio_new(AioContext *ctx, Error **errp)
+{
+    LinuxAioState *s = calloc(1, sizeof(*s));
+    unsigned n;
+    int ret;
+
+    if (!s) {
+        error_setg(errp, "out of memory");
+        return NULL;
+    }
+    ret = event_notifier_init(&s->e, false);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "linux-aio: event notifier");
+        free(s);
+        return NULL;
+    }
+    /*
+     * io_setup() fails with -EAGAIN when fs.aio-max-nr would be exceeded:
+     * a smaller context still works.
+     */
+    for (n = wanted_events(); ; n /= 2) {
+        ret = io_setup((int)n, &s->ioctx);
+        if (ret != -EAGAIN || n <= 16) {
+            break;
+        }
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "linux-aio: io_setup");
+        event_notifier_cleanup(&s->e);
+        free(s);
+        return NULL;
+    }
+    s->max_events = n;
+    s->ctx = ctx;
+    QSIMPLEQ_INIT(&s->pending);
+    s->submit_bh = aio_bh_new_full(ctx, submit_bh_cb, s, "laio_submit", NULL);
+    s->completion_bh = aio_bh_new_full(ctx, completion_bh_cb, s,
+                                       "laio_completion", NULL);
+    return s;
+}
+
+static void laio_free(LinuxAioState *s)
+{
+    qemu_bh_delete(s->submit_bh);
+    qemu_bh_delete(s->completion_bh);
+    io_destroy(s->ioctx);
+    event_notifier_cleanup(&s->e);
+    free(s);
+}
+
+LinuxAioState *aio_setup_linux_aio(AioContext *ctx, Error **errp)
+{
+    LinuxAioState *s = qatomic_load_acquire(&ctx->linux_aio);
+    LinuxAioState *expected = NULL;
+
+    if (s) {
+        return s;
+    }
+    s = laio_new(ctx, errp);
+    if (!s) {
+        return NULL;
+    }
+    if (!__atomic_compare_exchange_n(&ctx->linux_aio, &expected, s, false,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        laio_free(s);
+        return expected;
+    }
+    /* Registered by the winner only: the handler names the state. */
+    aio_set_event_notifier(ctx, &s->e, laio_completion_cb, laio_poll_cb,
+                           laio_poll_ready);
+    return s;
+}
+
+LinuxAioState *aio_get_linux_aio(AioContext *ctx)
+{
+    LinuxAioState *s = qatomic_load_acquire(&ctx->linux_aio);
+
+    if (!s) {
+        error_report("aio_get_linux_aio: aio_setup_linux_aio() has not "
+                     "succeeded on AioContext %p", (void *)ctx);
+        abort();
+    }
+    return s;
+}
+
+void laio_cleanup_ctx(AioContext *ctx)
+{
+    LinuxAioState *s = ctx->linux_aio;
+
+    if (!s) {
+        return;
+    }
+    aio_set_event_notifier(ctx, &s->e, NULL, NULL, NULL);
+    ctx->linux_aio = NULL;
+    laio_free(s);
+}
+
+static int laio_setup(AioContext *ctx, Error **errp)
+{
+    return aio_setup_linux_aio(ctx, errp) ? 0 : -ENOSYS;
+}
+
+const BlockEngineOps block_engine_linux_aio = {
+    .name = "linux-aio",
+    .id = AIOLOOP_BLOCK_ENGINE_LINUX_AIO,
+    .setup = laio_setup,
+    .co_submit = laio_co_submit_ctx,
+};
