@@ -451,9 +451,7 @@ TEST(io_poll_finds_completions)
     Seq s = { .n = 400 };
     AioloopContextStats st0, st1;
     Error *err = NULL;
-    const char *fdmon = getenv("AIOLOOP_FDMON");
-
-    if (fdmon && !strcmp(fdmon, "io_uring")) {
+    if (!strcmp(aioloop_context_fdmon_name(ctx), "io_uring")) {
         printf("# SKIP io_poll_finds_completions: the io_uring monitor "
                "reports the eventfd before polling starts\n");
         laio_ctx_free(ctx);
@@ -649,7 +647,63 @@ TEST(o_direct_reads)
     laio_ctx_free(ctx);
 }
 
-RUN_TESTS(T(batch_of_8), T(batch_default_32), T(batch_end_of_iteration),
+/* Two threads set up the same context at once: one state wins. */
+typedef struct SetupRace {
+    AioContext *ctx;
+    pthread_barrier_t *start;
+    LinuxAioState *got;
+} SetupRace;
+
+static void *setup_thread(void *opaque)
+{
+    SetupRace *r = opaque;
+    Error *err = NULL;
+
+    pthread_barrier_wait(r->start);
+    r->got = aio_setup_linux_aio(r->ctx, &err);
+    ASSERT_NULL(err);
+    return NULL;
+}
+
+TEST(setup_is_idempotent_across_threads)
+{
+    for (int round = 0; round < 20; round++) {
+        AioContext *ctx = test_aio_context_new();
+        pthread_barrier_t start;
+        SetupRace r[2] = { { ctx, &start, NULL }, { ctx, &start, NULL } };
+        pthread_t t[2];
+
+        pthread_barrier_init(&start, NULL, 2);
+        for (int i = 0; i < 2; i++) {
+            ASSERT_EQ(pthread_create(&t[i], NULL, setup_thread, &r[i]), 0);
+        }
+        for (int i = 0; i < 2; i++) {
+            pthread_join(t[i], NULL);
+        }
+        pthread_barrier_destroy(&start);
+        if (!r[0].got) {
+            test_skip("linux-aio cannot be set up here");
+        }
+        ASSERT_PTR_EQ(r[0].got, r[1].got);
+        ASSERT_PTR_EQ(aio_get_linux_aio(ctx), r[0].got);
+        aio_context_unref(ctx);
+    }
+}
+
+static void get_without_setup(void *opaque)
+{
+    (void)opaque;
+    aio_get_linux_aio(test_aio_context_new());
+}
+
+TEST(get_without_setup_aborts)
+{
+    test_expect_abort(get_without_setup, NULL,
+                      "aio_setup_linux_aio() has not succeeded");
+}
+
+RUN_TESTS(T(setup_is_idempotent_across_threads), T(get_without_setup_aborts),
+          T(batch_of_8), T(batch_default_32), T(batch_end_of_iteration),
           T(waits_for_free_slots), T(kernel_eagain),
           T(nested_aio_poll_in_resumed_coroutine),
           T(request_queued_during_completion_reaches_kernel_from_nested_poll),
