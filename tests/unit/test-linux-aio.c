@@ -10,8 +10,9 @@
  * and FUA writes, and a short write continued until the kernel says why.
  *
  * Requests go through laio_co_submit() (QEMU's entry point) from
- * coroutines of a context driven by this thread.  Files live in $TMPDIR or
- * /var/tmp (tmpfs has no O_DIRECT) and are unlinked at once.
+ * coroutines of a context driven by this thread.  Files live in
+ * $AIOLOOP_TEST_DIR, else $TMPDIR, else /var/tmp (tmpfs has no O_DIRECT),
+ * and are unlinked at once.
  */
 #define _GNU_SOURCE
 
@@ -85,8 +86,12 @@ static void laio_ctx_free(AioContext *ctx)
 /* An unlinked temporary file on a disk-backed file system. */
 static int tmp_file(int extra_flags)
 {
-    const char *dir = getenv("TMPDIR");
+    const char *dir = getenv("AIOLOOP_TEST_DIR");
     char path[512];
+
+    if (!dir || !*dir) {
+        dir = getenv("TMPDIR");
+    }
     int fd;
 
     snprintf(path, sizeof(path), "%s/test-linux-aio-XXXXXX",

@@ -1,0 +1,1002 @@
+/*
+ * Block I/O through every engine: the engine comes from
+ * AIOLOOP_BLOCK_ENGINE (meson registers one test per engine, and io_uring
+ * again with each fd monitor: shared ring and private ring).
+ *
+ * With AIOLOOP_BLOCK_TEST_DIRECT=1 the program runs the O_DIRECT cases
+ * instead of the buffered ones, and skips (exit 77, reason printed) where
+ * the test directory refuses O_DIRECT.  Files go to AIOLOOP_TEST_DIR, else
+ * /var/tmp (tmpfs, a common /tmp, has no O_DIRECT).
+ *
+ * The model test: 64 coroutines do random reads and writes of 4 KiB to
+ * 1 MiB over a 256 MiB file (AIOLOOP_BLOCK_TEST_MB); no request overlaps a
+ * write in flight, so a byte model predicts every read exactly, and the
+ * whole file is compared with it at the end.
+ */
+#define _GNU_SOURCE
+
+#include <aioloop/aio.h>
+#include <aioloop/block-io.h>
+#include <aioloop/coroutine.h>
+#include <aioloop/iothread.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "aio-test.h"
+#include "test.h"
+
+#define KiB ((uint64_t)1024)
+#define MiB (1024 * KiB)
+#define NCO 64
+#define ALIGN 4096
+
+static AioloopBlockEngine engine;
+static bool direct;
+
+/* ---- set-up ------------------------------------------------------------- */
+
+static const char *test_dir(void)
+{
+    const char *dir = getenv("AIOLOOP_TEST_DIR");
+
+    return dir && *dir ? dir : "/var/tmp";
+}
+
+/* A new unlinked file; -1 with errno when O_DIRECT is refused. */
+static int test_file(bool want_direct)
+{
+    char path[4096];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/aioloop-block-XXXXXX", test_dir());
+    fd = mkstemp(path);
+    if (fd < 0) {
+        TEST_FAIL_("mkstemp(%s): %s", path, strerror(errno));
+    }
+    unlink(path);
+    if (want_direct) {
+        int flags = fcntl(fd, F_GETFL);
+
+        if (fcntl(fd, F_SETFL, flags | O_DIRECT) < 0) {
+            int err = errno;
+
+            close(fd);
+            errno = err;
+            return -1;
+        }
+    }
+    return fd;
+}
+
+static AioloopBlockEngine engine_from_env(void)
+{
+    const char *env = getenv("AIOLOOP_BLOCK_ENGINE");
+
+    if (!env || !*env || !strcmp(env, "io_uring")) {
+        return AIOLOOP_BLOCK_ENGINE_IO_URING;
+    }
+    if (!strcmp(env, "linux-aio")) {
+        return AIOLOOP_BLOCK_ENGINE_LINUX_AIO;
+    }
+    if (!strcmp(env, "threads")) {
+        return AIOLOOP_BLOCK_ENGINE_THREADS;
+    }
+    TEST_FAIL_("AIOLOOP_BLOCK_ENGINE=%s: not an engine", env);
+}
+
+/* A context of this thread, running the engine under test. */
+static AioContext *block_ctx_new(void)
+{
+    AioContext *ctx = test_aio_context_new();
+    Error *err = NULL;
+    int ret = aioloop_block_engine_select(ctx, engine, &err);
+
+    if (ret < 0) {
+        char reason[512];
+
+        snprintf(reason, sizeof(reason), "engine %s: %s",
+                 aioloop_block_engine_name(engine), error_get_pretty(err));
+        test_skip(reason);
+    }
+    ASSERT_EQ(ret, engine);
+    qemu_set_current_aio_context(ctx);
+    return ctx;
+}
+
+static void block_ctx_free(AioContext *ctx)
+{
+    AioloopBlockStats st;
+
+    test_aio_drain(ctx);
+    aioloop_block_get_stats(ctx, &st);
+    ASSERT_UINT(st.inflight, ==, 0);
+    qemu_set_current_aio_context(NULL);
+    aio_context_unref(ctx);
+}
+
+static void *xmemalign(size_t size)
+{
+    void *p = NULL;
+
+    ASSERT_EQ(posix_memalign(&p, ALIGN, size ? size : ALIGN), 0);
+    return p;
+}
+
+static void run_until(AioContext *ctx, const unsigned *counter,
+                      unsigned target, const char *what)
+{
+    test_watchdog(what, 240);
+    while (__atomic_load_n(counter, __ATOMIC_ACQUIRE) < target) {
+        aio_poll(ctx, true);
+    }
+    test_watchdog_cancel();
+}
+
+/* ---- the model test ----------------------------------------------------- */
+
+typedef struct Range {
+    uint64_t off, len;
+    bool write;
+    bool busy;
+} Range;
+
+typedef struct Model {
+    int fd;
+    uint64_t size;
+    uint8_t *bytes;          /* what the file must contain */
+    unsigned ops_left;
+    unsigned finished;       /* coroutines done */
+    unsigned generation;
+    unsigned seed;
+    Range inflight[NCO];
+    uint64_t reads, writes, multi;
+} Model;
+
+static unsigned rnd(Model *m)
+{
+    return (unsigned)rand_r(&m->seed);
+}
+
+static bool conflicts(Model *m, uint64_t off, uint64_t len, bool write)
+{
+    for (int i = 0; i < NCO; i++) {
+        Range *r = &m->inflight[i];
+
+        if (r->busy && (write || r->write) && off < r->off + r->len &&
+            r->off < off + len) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The data a write at @off (8-byte words) carries in @gen. */
+static void fill_pattern(uint8_t *buf, uint64_t off, uint64_t len,
+                         unsigned gen)
+{
+    for (uint64_t i = 0; i < len; i += 8) {
+        uint64_t v = ((off + i) * 0x9E3779B97F4A7C15ULL) ^
+                     ((uint64_t)gen << 40) ^ (off + i);
+
+        memcpy(buf + i, &v, 8);
+    }
+}
+
+/* Split [0, len) into 1-4 separately allocated, aligned pieces. */
+static int build_qiov(Model *m, QEMUIOVector *qiov, uint8_t **pieces,
+                      uint64_t len)
+{
+    uint64_t pages = len / ALIGN;
+    int n = 1 + (int)(rnd(m) % 4);
+
+    if ((uint64_t)n > pages) {
+        n = (int)pages;
+    }
+    qemu_iovec_init(qiov, n);
+    for (int i = 0; i < n; i++) {
+        uint64_t left = pages;
+        uint64_t take = i == n - 1 ? left : 1 + rnd(m) % (left - (n - 1 - i));
+
+        pages -= take;
+        pieces[i] = xmemalign(take * ALIGN);
+        qemu_iovec_add(qiov, pieces[i], take * ALIGN);
+    }
+    return n;
+}
+
+static void coroutine_fn model_co(void *opaque)
+{
+    Model *m = opaque;
+    int slot = -1;
+
+    for (int i = 0; i < NCO; i++) {
+        if (!m->inflight[i].busy && m->inflight[i].len == 0) {
+            slot = i;
+            m->inflight[i].len = 1; /* claimed */
+            break;
+        }
+    }
+    ASSERT_TRUE(slot >= 0);
+
+    while (m->ops_left) {
+        uint64_t pages = 1 + rnd(m) % (1u << (rnd(m) % 9)); /* 1..256 */
+        uint64_t len = pages * ALIGN;
+        bool write = rnd(m) % 2;
+        uint64_t off;
+        uint8_t *pieces[4];
+        QEMUIOVector qiov;
+        int n;
+        int ret;
+        int tries = 0;
+
+        do {
+            off = (uint64_t)(rnd(m) % ((m->size - len) / ALIGN + 1)) * ALIGN;
+        } while (conflicts(m, off, len, write) && ++tries < 100);
+        if (tries == 100) {
+            /* Crowded: let the others finish something, then draw again. */
+            aio_co_schedule(qemu_get_current_aio_context(),
+                            qemu_coroutine_self());
+            qemu_coroutine_yield();
+            continue;
+        }
+        m->ops_left--;
+        m->inflight[slot] = (Range){ off, len, write, true };
+        n = build_qiov(m, &qiov, pieces, len);
+        m->multi += n > 1;
+
+        if (write) {
+            unsigned gen = ++m->generation;
+            uint64_t pos = off;
+
+            for (int i = 0; i < n; i++) {
+                fill_pattern(pieces[i], pos, qiov.iov[i].iov_len, gen);
+                pos += qiov.iov[i].iov_len;
+            }
+            ret = aioloop_co_pwritev(m->fd, off, &qiov, 0);
+            ASSERT_EQ(ret, 0);
+            pos = off;
+            for (int i = 0; i < n; i++) {
+                memcpy(m->bytes + pos, pieces[i], qiov.iov[i].iov_len);
+                pos += qiov.iov[i].iov_len;
+            }
+            m->writes++;
+        } else {
+            uint64_t pos = off;
+
+            ret = aioloop_co_preadv(m->fd, off, &qiov, 0);
+            ASSERT_EQ(ret, 0);
+            for (int i = 0; i < n; i++) {
+                ASSERT_MEM_EQ(pieces[i], m->bytes + pos, qiov.iov[i].iov_len);
+                pos += qiov.iov[i].iov_len;
+            }
+            m->reads++;
+        }
+        m->inflight[slot].busy = false;
+        for (int i = 0; i < n; i++) {
+            free(pieces[i]);
+        }
+        qemu_iovec_destroy(&qiov);
+    }
+    m->finished++;
+}
+
+static uint64_t env_u64(const char *name, uint64_t dflt)
+{
+    const char *v = getenv(name);
+
+    return v && *v ? strtoull(v, NULL, 10) : dflt;
+}
+
+static void model_run(int fd)
+{
+    AioContext *ctx = block_ctx_new();
+    Model m = { .fd = fd, .seed = 12345 };
+    uint64_t chunk = 4 * MiB;
+    uint8_t *buf;
+
+    m.size = env_u64("AIOLOOP_BLOCK_TEST_MB", 256) * MiB;
+    m.ops_left = (unsigned)env_u64("AIOLOOP_BLOCK_TEST_OPS", 1500);
+    m.bytes = calloc(1, m.size);
+    ASSERT_NOT_NULL(m.bytes);
+    ASSERT_EQ(ftruncate(fd, (off_t)m.size), 0);
+
+    for (int i = 0; i < NCO; i++) {
+        aio_co_enter(ctx, qemu_coroutine_create(model_co, &m));
+    }
+    run_until(ctx, &m.finished, NCO, "model test");
+    printf("# %s%s: %" PRIu64 " reads, %" PRIu64 " writes (%" PRIu64
+           " multi-iovec) over %" PRIu64 " MiB\n",
+           aioloop_block_engine_name(engine), direct ? " O_DIRECT" : "",
+           m.reads, m.writes, m.multi, (uint64_t)(m.size / MiB));
+    ASSERT_TRUE(m.reads > 0 && m.writes > 0 && m.multi > 0);
+
+    /* The whole file, read back synchronously, is the model. */
+    buf = xmemalign(chunk);
+    for (uint64_t off = 0; off < m.size; off += chunk) {
+        ASSERT_EQ(pread(fd, buf, chunk, (off_t)off), (ssize_t)chunk);
+        ASSERT_MEM_EQ(buf, m.bytes + off, chunk);
+    }
+    free(buf);
+    free(m.bytes);
+    block_ctx_free(ctx);
+}
+
+TEST(model_random_rw_buffered)
+{
+    int fd = test_file(false);
+
+    model_run(fd);
+    close(fd);
+}
+
+TEST(model_random_rw_direct)
+{
+    int fd = test_file(true);
+
+    ASSERT_TRUE(fd >= 0); /* checked in main() */
+    model_run(fd);
+    close(fd);
+}
+
+/* ---- one request from a coroutine ---------------------------------------- */
+
+typedef struct Req {
+    int fd;
+    int type; /* QEMU_AIO_* */
+    uint64_t offset;
+    QEMUIOVector *qiov;
+    BdrvRequestFlags flags;
+    bool qemu_api; /* laio_co_submit / luring_co_submit */
+    int ret;
+    unsigned done;
+    AioContext *before, *after;
+} Req;
+
+static void coroutine_fn req_co(void *opaque)
+{
+    Req *r = opaque;
+
+    r->before = qemu_get_current_aio_context();
+    if (r->qemu_api && engine == AIOLOOP_BLOCK_ENGINE_IO_URING) {
+        r->ret = luring_co_submit(NULL, r->fd, r->offset, r->qiov, r->type,
+                                  r->flags);
+    } else if (r->qemu_api && engine == AIOLOOP_BLOCK_ENGINE_LINUX_AIO) {
+        r->ret = laio_co_submit(r->fd, r->offset, r->qiov, r->type, r->flags,
+                                0);
+    } else {
+        switch (r->type) {
+        case QEMU_AIO_READ:
+            r->ret = aioloop_co_preadv(r->fd, r->offset, r->qiov, r->flags);
+            break;
+        case QEMU_AIO_WRITE:
+            r->ret = aioloop_co_pwritev(r->fd, r->offset, r->qiov, r->flags);
+            break;
+        case QEMU_AIO_FLUSH:
+            r->ret = aioloop_co_flush(r->fd);
+            break;
+        case AIOLOOP_AIO_FSYNC:
+            r->ret = aioloop_co_fsync(r->fd);
+            break;
+        default:
+            TEST_FAIL_("bad request type %d", r->type);
+        }
+    }
+    r->after = qemu_get_current_aio_context();
+    __atomic_fetch_add(&r->done, 1, __ATOMIC_RELEASE);
+}
+
+/* Run one request to completion on @ctx; returns its result. */
+static int do_req(AioContext *ctx, Req *r)
+{
+    r->done = 0;
+    aio_co_enter(ctx, qemu_coroutine_create(req_co, r));
+    run_until(ctx, &r->done, 1, "one request");
+    ASSERT_PTR_EQ(r->after, r->before);
+    return r->ret;
+}
+
+static int do_rw(AioContext *ctx, int fd, int type, uint64_t off, void *buf,
+                 size_t len, BdrvRequestFlags flags)
+{
+    QEMUIOVector qiov;
+    Req r = { .fd = fd, .type = type, .offset = off, .qiov = &qiov,
+              .flags = flags };
+
+    qemu_iovec_init_buf(&qiov, buf, len);
+    return do_req(ctx, &r);
+}
+
+TEST(bad_fd_is_ebadf)
+{
+    AioContext *ctx = block_ctx_new();
+    uint8_t *buf = xmemalign(ALIGN);
+    int fd = fcntl(test_file(false), F_DUPFD, 900);
+
+    /*
+     * A number that names no file now, high enough that nothing opened
+     * later (an engine's ring, an eventfd) gets it back.
+     */
+    ASSERT_TRUE(fd >= 900);
+    close(fd);
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_READ, 0, buf, ALIGN, 0), -EBADF);
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_WRITE, 0, buf, ALIGN, 0), -EBADF);
+    ASSERT_EQ(do_rw(ctx, -1, QEMU_AIO_READ, 0, buf, ALIGN, 0), -EBADF);
+    free(buf);
+    block_ctx_free(ctx);
+}
+
+TEST(read_at_and_past_eof_zero_fills)
+{
+    AioContext *ctx = block_ctx_new();
+    int fd = test_file(false);
+    uint8_t *data = xmemalign(3 * ALIGN);
+    uint8_t *buf = xmemalign(4 * ALIGN);
+    uint8_t zeros[4 * ALIGN] = { 0 };
+    size_t fsize = 2 * ALIGN + 1000;
+
+    fill_pattern(data, 0, 3 * ALIGN, 7);
+    ASSERT_EQ(pwrite(fd, data, fsize, 0), (ssize_t)fsize);
+
+    /* Straddling the end: the data, then zeroes. */
+    memset(buf, 0xaa, 4 * ALIGN);
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_READ, ALIGN, buf, 3 * ALIGN, 0), 0);
+    ASSERT_MEM_EQ(buf, data + ALIGN, ALIGN + 1000);
+    ASSERT_MEM_EQ(buf + ALIGN + 1000, zeros, 2 * ALIGN - 1000);
+
+    /* Wholly past the end: zeroes, and success. */
+    memset(buf, 0xaa, 4 * ALIGN);
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_READ, 1 * MiB, buf, 4 * ALIGN, 0), 0);
+    ASSERT_MEM_EQ(buf, zeros, 4 * ALIGN);
+    free(data);
+    free(buf);
+    close(fd);
+    block_ctx_free(ctx);
+}
+
+TEST(write_past_rlimit_fsize_is_efbig)
+{
+    AioContext *ctx = block_ctx_new();
+    int fd = test_file(false);
+    uint64_t limit = 1 * MiB;
+    struct rlimit old, lim;
+    uint8_t *buf = xmemalign(64 * KiB);
+    uint8_t *back = xmemalign(64 * KiB);
+    struct stat st;
+    void (*old_handler)(int);
+
+    fill_pattern(buf, 0, 64 * KiB, 3);
+    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = limit;
+    old_handler = signal(SIGXFSZ, SIG_IGN);
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+
+    /* Crossing the limit: what fits is written, then -EFBIG. */
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_WRITE, limit - 16 * KiB, buf, 64 * KiB,
+                    0), -EFBIG);
+    /* Wholly past it. */
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_WRITE, limit, buf, 4 * KiB, 0),
+              -EFBIG);
+
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, old_handler);
+    ASSERT_EQ(fstat(fd, &st), 0);
+    ASSERT_EQ(st.st_size, (off_t)limit);
+    ASSERT_EQ(pread(fd, back, 16 * KiB, (off_t)(limit - 16 * KiB)),
+              (ssize_t)(16 * KiB));
+    ASSERT_MEM_EQ(back, buf, 16 * KiB);
+    free(buf);
+    free(back);
+    close(fd);
+    block_ctx_free(ctx);
+}
+
+TEST(flush_fsync_and_fua_write)
+{
+    AioContext *ctx = block_ctx_new();
+    int fd = test_file(false);
+    uint8_t *buf = xmemalign(ALIGN);
+    uint8_t *back = xmemalign(ALIGN);
+    Req r = { .fd = fd };
+
+    fill_pattern(buf, 0, ALIGN, 9);
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_WRITE, 0, buf, ALIGN, BDRV_REQ_FUA), 0);
+    r.type = QEMU_AIO_FLUSH;
+    ASSERT_EQ(do_req(ctx, &r), 0);
+    r.type = AIOLOOP_AIO_FSYNC;
+    ASSERT_EQ(do_req(ctx, &r), 0);
+    ASSERT_EQ(pread(fd, back, ALIGN, 0), (ssize_t)ALIGN);
+    ASSERT_MEM_EQ(back, buf, ALIGN);
+    /* A flush of a bad fd fails like the rest. */
+    close(fd);
+    r.type = QEMU_AIO_FLUSH;
+    ASSERT_EQ(do_req(ctx, &r), -EBADF);
+    free(buf);
+    free(back);
+    block_ctx_free(ctx);
+}
+
+TEST(qemu_entry_points)
+{
+    AioContext *ctx = block_ctx_new();
+    int fd = test_file(false);
+    uint8_t *buf = xmemalign(ALIGN);
+    uint8_t *back = xmemalign(ALIGN);
+    QEMUIOVector qiov;
+    Req r = { .fd = fd, .qemu_api = true, .qiov = &qiov };
+
+    if (engine == AIOLOOP_BLOCK_ENGINE_THREADS) {
+        printf("# threads: no QEMU entry point of its own\n");
+    }
+    fill_pattern(buf, 0, ALIGN, 11);
+    qemu_iovec_init_buf(&qiov, buf, ALIGN);
+    r.type = QEMU_AIO_WRITE;
+    ASSERT_EQ(do_req(ctx, &r), 0);
+    qemu_iovec_init_buf(&qiov, back, ALIGN);
+    r.type = QEMU_AIO_READ;
+    ASSERT_EQ(do_req(ctx, &r), 0);
+    ASSERT_MEM_EQ(back, buf, ALIGN);
+    r.type = QEMU_AIO_FLUSH;
+    ASSERT_EQ(do_req(ctx, &r), 0);
+    /* Types the engines do not serve are refused, not crashed on. */
+    if (engine != AIOLOOP_BLOCK_ENGINE_THREADS) {
+        r.type = QEMU_AIO_DISCARD;
+        ASSERT_EQ(do_req(ctx, &r), -ENOTSUP);
+        r.type = QEMU_AIO_READ;
+        r.qiov = NULL;
+        ASSERT_EQ(do_req(ctx, &r), -EINVAL);
+    }
+    free(buf);
+    free(back);
+    close(fd);
+    block_ctx_free(ctx);
+}
+
+/* ---- batching -------------------------------------------------------- */
+
+typedef struct Batch {
+    int fd;
+    unsigned done;
+    int errors;
+    uint8_t *buf;
+} Batch;
+
+static void coroutine_fn batch_co(void *opaque)
+{
+    Batch *b = opaque;
+    uint8_t *buf = xmemalign(ALIGN);
+    QEMUIOVector qiov;
+
+    qemu_iovec_init_buf(&qiov, buf, ALIGN);
+    if (aioloop_co_preadv(b->fd, 0, &qiov, 0) != 0 ||
+        memcmp(buf, b->buf, ALIGN) != 0) {
+        b->errors++;
+    }
+    free(buf);
+    b->done++;
+}
+
+/* Queue @n one-page reads before the loop runs; returns the submits. */
+static uint64_t batch_run(AioContext *ctx, unsigned n)
+{
+    Batch b = { .fd = test_file(false), .buf = xmemalign(ALIGN) };
+    AioloopBlockStats before, after;
+
+    fill_pattern(b.buf, 0, ALIGN, 5);
+    ASSERT_EQ(pwrite(b.fd, b.buf, ALIGN, 0), (ssize_t)ALIGN);
+    aioloop_block_get_stats(ctx, &before);
+    for (unsigned i = 0; i < n; i++) {
+        aio_co_enter(ctx, qemu_coroutine_create(batch_co, &b));
+    }
+    run_until(ctx, &b.done, n, "batch");
+    aioloop_block_get_stats(ctx, &after);
+    ASSERT_EQ(b.errors, 0);
+    ASSERT_UINT(after.requests - before.requests, >=, n);
+    close(b.fd);
+    free(b.buf);
+    return after.submits - before.submits;
+}
+
+TEST(batching_respects_aio_max_batch)
+{
+    AioContext *ctx = block_ctx_new();
+    uint64_t submits;
+
+    aio_context_set_aio_params(ctx, 8);
+    submits = batch_run(ctx, 64);
+    printf("# %s, aio_max_batch 8: 64 requests, %" PRIu64 " submits\n",
+           aioloop_block_engine_name(engine), submits);
+    ASSERT_UINT(submits, >=, 8);
+    block_ctx_free(ctx);
+}
+
+TEST(batching_groups_requests_of_one_iteration)
+{
+    AioContext *ctx = block_ctx_new();
+    uint64_t submits = batch_run(ctx, 64);
+
+    printf("# %s, default batch: 64 requests, %" PRIu64 " submits\n",
+           aioloop_block_engine_name(engine), submits);
+    if (engine == AIOLOOP_BLOCK_ENGINE_THREADS) {
+        /* One pool job per request, as documented. */
+        ASSERT_UINT(submits, ==, 64);
+    } else {
+        /* io_uring: one enter; linux-aio: batches of 32. */
+        ASSERT_UINT(submits, <=, 2);
+    }
+    block_ctx_free(ctx);
+}
+
+TEST(full_submission_queue_drops_nothing)
+{
+    AioContext *ctx = block_ctx_new();
+
+    /* The io_uring rings hold 128 and 256 entries. */
+    batch_run(ctx, 600);
+    block_ctx_free(ctx);
+}
+
+/* ---- nested aio_poll from a resumed coroutine ---------------------------- */
+
+typedef struct Nested {
+    AioContext *ctx;
+    int fd;
+    unsigned resumed[NCO];
+    unsigned done;
+} Nested;
+
+typedef struct NestedArg {
+    Nested *n;
+    int i;
+} NestedArg;
+
+static void coroutine_fn nested_co(void *opaque)
+{
+    NestedArg *a = opaque;
+    uint8_t *buf = xmemalign(ALIGN);
+    QEMUIOVector qiov;
+
+    qemu_iovec_init_buf(&qiov, buf, ALIGN);
+    ASSERT_EQ(aioloop_co_preadv(a->n->fd, (uint64_t)a->i * ALIGN, &qiov, 0),
+              0);
+    ASSERT_EQ(buf[0], (uint8_t)a->i);
+    a->n->resumed[a->i]++;
+    /*
+     * Still inside the completion processing that resumed us: a nested
+     * loop iteration must go on with the other completions, not lose or
+     * repeat them.
+     */
+    aio_poll(a->n->ctx, false);
+    free(buf);
+    a->n->done++;
+}
+
+TEST(nested_aio_poll_in_completion)
+{
+    AioContext *ctx = block_ctx_new();
+    Nested n = { .ctx = ctx, .fd = test_file(false) };
+    NestedArg args[NCO];
+    uint8_t page[ALIGN];
+
+    for (int i = 0; i < NCO; i++) {
+        memset(page, i, ALIGN);
+        ASSERT_EQ(pwrite(n.fd, page, ALIGN, (off_t)i * ALIGN), (ssize_t)ALIGN);
+    }
+    for (int i = 0; i < NCO; i++) {
+        args[i] = (NestedArg){ &n, i };
+        aio_co_enter(ctx, qemu_coroutine_create(nested_co, &args[i]));
+    }
+    run_until(ctx, &n.done, NCO, "nested completions");
+    for (int i = 0; i < NCO; i++) {
+        ASSERT_EQ(n.resumed[i], 1);
+    }
+    close(n.fd);
+    block_ctx_free(ctx);
+}
+
+/* ---- lifetime -------------------------------------------------------- */
+
+typedef struct Orphan {
+    int fd;
+    uint8_t *buf;
+    int ret;
+    unsigned done;
+} Orphan;
+
+static void coroutine_fn orphan_co(void *opaque)
+{
+    Orphan *o = opaque;
+    QEMUIOVector qiov;
+
+    qemu_iovec_init_buf(&qiov, o->buf, 1 * MiB);
+    o->ret = aioloop_co_preadv(o->fd, 0, &qiov, 0);
+    __atomic_fetch_add(&o->done, 1, __ATOMIC_RELEASE);
+}
+
+static void orphan_start(AioContext **pctx, Orphan *o)
+{
+    AioContext *ctx = block_ctx_new();
+    AioloopBlockStats st;
+
+    o->fd = test_file(false);
+    o->buf = xmemalign(1 * MiB);
+    memset(o->buf, 0x55, 1 * MiB);
+    ASSERT_EQ(ftruncate(o->fd, 1 * MiB), 0);
+    aio_co_enter(ctx, qemu_coroutine_create(orphan_co, o));
+    aioloop_block_get_stats(ctx, &st);
+    ASSERT_UINT(st.inflight, ==, 1);
+    ASSERT_EQ(o->done, 0);
+    *pctx = ctx;
+}
+
+static void orphan_check(Orphan *o)
+{
+    ASSERT_EQ(o->done, 1);
+    ASSERT_EQ(o->ret, 0);
+    ASSERT_EQ(o->buf[0], 0);
+    ASSERT_EQ(o->buf[1 * MiB - 1], 0);
+    free(o->buf);
+    close(o->fd);
+}
+
+TEST(last_unref_with_request_in_flight_completes_it)
+{
+    AioContext *ctx;
+    Orphan o = { 0 };
+
+    orphan_start(&ctx, &o);
+    qemu_set_current_aio_context(NULL);
+    aio_context_unref(ctx); /* returns once the request has completed */
+    orphan_check(&o);
+}
+
+static void *unref_thread(void *opaque)
+{
+    aio_context_unref(opaque);
+    return NULL;
+}
+
+TEST(last_unref_from_another_thread_completes_it)
+{
+    AioContext *ctx;
+    Orphan o = { 0 };
+    pthread_t t;
+
+    orphan_start(&ctx, &o);
+    qemu_set_current_aio_context(NULL);
+    ASSERT_EQ(pthread_create(&t, NULL, unref_thread, ctx), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    orphan_check(&o);
+}
+
+/* ---- two contexts at once ------------------------------------------------ */
+
+typedef struct Mix {
+    int fd;
+    uint64_t base;
+    AioContext *ctx;
+    AioContext *waiter; /* the main thread's context, which counts */
+    unsigned *done;
+    int errors;
+} Mix;
+
+static void coroutine_fn mix_co(void *opaque)
+{
+    Mix *m = opaque;
+    uint8_t *buf = xmemalign(64 * KiB);
+    uint8_t *back = xmemalign(64 * KiB);
+    QEMUIOVector qiov;
+
+    for (int i = 0; i < 50; i++) {
+        uint64_t off = m->base + (uint64_t)(i % 16) * 64 * KiB;
+
+        fill_pattern(buf, off, 64 * KiB, (unsigned)i);
+        qemu_iovec_init_buf(&qiov, buf, 64 * KiB);
+        if (aioloop_co_pwritev(m->fd, off, &qiov, 0) != 0 ||
+            qemu_get_current_aio_context() != m->ctx) {
+            m->errors++;
+        }
+        qemu_iovec_init_buf(&qiov, back, 64 * KiB);
+        if (aioloop_co_preadv(m->fd, off, &qiov, 0) != 0 ||
+            qemu_get_current_aio_context() != m->ctx ||
+            memcmp(buf, back, 64 * KiB) != 0) {
+            m->errors++;
+        }
+    }
+    free(buf);
+    free(back);
+    __atomic_fetch_add(m->done, 1, __ATOMIC_RELEASE);
+    aio_notify(m->waiter);
+}
+
+TEST(two_contexts_each_resume_at_home)
+{
+    AioContext *ctx = block_ctx_new();
+    Error *err = NULL;
+    IOThread *io = iothread_create("block-io-test", &err);
+    AioContext *ioctx;
+    Mix mix[8];
+    unsigned done = 0;
+    int fd = test_file(false);
+
+    ASSERT_NOT_NULL(io);
+    ioctx = iothread_get_aio_context(io);
+    ASSERT_TRUE(aioloop_block_engine_select(ioctx, engine, &err) >= 0);
+    for (int i = 0; i < 8; i++) {
+        mix[i] = (Mix){ .fd = fd, .base = (uint64_t)i * MiB,
+                        .ctx = i % 2 ? ioctx : ctx, .waiter = ctx,
+                        .done = &done };
+        aio_co_enter(mix[i].ctx, qemu_coroutine_create(mix_co, &mix[i]));
+    }
+    run_until(ctx, &done, 8, "two contexts");
+    for (int i = 0; i < 8; i++) {
+        ASSERT_EQ(mix[i].errors, 0);
+    }
+    iothread_destroy(io);
+    close(fd);
+    block_ctx_free(ctx);
+}
+
+/* ---- engine choice and misuse ------------------------------------------- */
+
+TEST(unknown_engine_in_environment_is_an_error)
+{
+    AioContext *ctx = test_aio_context_new();
+    char *saved = getenv("AIOLOOP_BLOCK_ENGINE");
+    Error *err = NULL;
+    AioloopBlockStats st;
+
+    saved = saved ? strdup(saved) : NULL;
+    setenv("AIOLOOP_BLOCK_ENGINE", "floppy", 1);
+    ASSERT_TRUE(aioloop_block_engine_select(ctx, AIOLOOP_BLOCK_ENGINE_AUTO,
+                                            &err) < 0);
+    ASSERT_NOT_NULL(err);
+    ASSERT_NOT_NULL(strstr(error_get_pretty(err), "floppy"));
+    error_free(err);
+    if (saved) {
+        setenv("AIOLOOP_BLOCK_ENGINE", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("AIOLOOP_BLOCK_ENGINE");
+    }
+    /* The automatic choice, and the stats name it. */
+    err = NULL;
+    ASSERT_TRUE(aioloop_block_engine_select(ctx, AIOLOOP_BLOCK_ENGINE_AUTO,
+                                            &err) > 0);
+    aioloop_block_get_stats(ctx, &st);
+    ASSERT_TRUE(st.engine != AIOLOOP_BLOCK_ENGINE_AUTO);
+    ASSERT_STR_EQ(aioloop_block_engine_name(AIOLOOP_BLOCK_ENGINE_THREADS),
+                  "threads");
+    aio_context_unref(ctx);
+}
+
+static void preadv_outside_coroutine(void *opaque)
+{
+    QEMUIOVector qiov;
+    char c;
+
+    (void)opaque;
+    qemu_iovec_init_buf(&qiov, &c, 1);
+    aioloop_co_preadv(0, 0, &qiov, 0);
+}
+
+TEST(preadv_outside_coroutine_aborts)
+{
+    ASSERT_EQ(test_expect_abort(preadv_outside_coroutine, NULL,
+                                "called outside a coroutine"), 0);
+}
+
+static void get_linux_aio_unset(void *opaque)
+{
+    AioContext *ctx = aio_context_new(NULL);
+
+    (void)opaque;
+    aio_get_linux_aio(ctx);
+}
+
+TEST(get_linux_aio_without_setup_aborts)
+{
+    ASSERT_EQ(test_expect_abort(get_linux_aio_unset, NULL,
+                                "aio_setup_linux_aio() has not succeeded"), 0);
+}
+
+/* ---- O_DIRECT only ------------------------------------------------------- */
+
+TEST(misaligned_direct_buffer_is_einval)
+{
+    AioContext *ctx = block_ctx_new();
+    int fd = test_file(true);
+    uint8_t *buf = xmemalign(2 * ALIGN);
+
+    ASSERT_TRUE(fd >= 0);
+    /* Data, not a hole: holes are zero-filled without an alignment check. */
+    memset(buf, 0x77, 2 * ALIGN);
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_WRITE, 0, buf, 2 * ALIGN, 0), 0);
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_READ, 0, buf + 1, ALIGN, 0), -EINVAL);
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_WRITE, 0, buf + 1, ALIGN, 0), -EINVAL);
+    /* Aligned is fine. */
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_READ, 0, buf, ALIGN, 0), 0);
+    free(buf);
+    close(fd);
+    block_ctx_free(ctx);
+}
+
+TEST(direct_read_past_unaligned_eof_zero_fills)
+{
+    AioContext *ctx = block_ctx_new();
+    int fd = test_file(true);
+    uint8_t *buf = xmemalign(4 * ALIGN);
+    uint8_t *data = xmemalign(2 * ALIGN);
+    uint8_t zeros[3 * ALIGN] = { 0 };
+
+    ASSERT_TRUE(fd >= 0);
+    fill_pattern(data, 0, 2 * ALIGN, 13);
+    /* File size ALIGN + 100: the O_DIRECT read stops unaligned. */
+    ASSERT_EQ(ftruncate(fd, ALIGN + 100), 0);
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_WRITE, 0, data, ALIGN, 0), 0);
+    ASSERT_EQ(ftruncate(fd, ALIGN + 100), 0);
+    memset(buf, 0xaa, 4 * ALIGN);
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_READ, 0, buf, 4 * ALIGN, 0), 0);
+    ASSERT_MEM_EQ(buf, data, ALIGN);
+    ASSERT_MEM_EQ(buf + ALIGN, zeros, 3 * ALIGN);
+    free(buf);
+    free(data);
+    close(fd);
+    block_ctx_free(ctx);
+}
+
+int main(int argc, char **argv)
+{
+    static const TestCase buffered[] = {
+        T(model_random_rw_buffered),
+        T(bad_fd_is_ebadf),
+        T(read_at_and_past_eof_zero_fills),
+        T(write_past_rlimit_fsize_is_efbig),
+        T(flush_fsync_and_fua_write),
+        T(qemu_entry_points),
+        T(batching_respects_aio_max_batch),
+        T(batching_groups_requests_of_one_iteration),
+        T(full_submission_queue_drops_nothing),
+        T(nested_aio_poll_in_completion),
+        T(last_unref_with_request_in_flight_completes_it),
+        T(last_unref_from_another_thread_completes_it),
+        T(two_contexts_each_resume_at_home),
+        T(unknown_engine_in_environment_is_an_error),
+        T(preadv_outside_coroutine_aborts),
+        T(get_linux_aio_without_setup_aborts),
+    };
+    static const TestCase odirect[] = {
+        T(model_random_rw_direct),
+        T(misaligned_direct_buffer_is_einval),
+        T(direct_read_past_unaligned_eof_zero_fills),
+    };
+    const char *d = getenv("AIOLOOP_BLOCK_TEST_DIRECT");
+
+    engine = engine_from_env();
+    direct = d && *d && strcmp(d, "0") != 0;
+    printf("# engine %s, %s, files in %s\n", aioloop_block_engine_name(engine),
+           direct ? "O_DIRECT" : "buffered", test_dir());
+    if (direct) {
+        int fd = test_file(true);
+
+        if (fd < 0) {
+            char reason[512];
+
+            snprintf(reason, sizeof(reason), "O_DIRECT refused in %s: %s "
+                     "(set AIOLOOP_TEST_DIR to a disk file system)",
+                     test_dir(), strerror(errno));
+            test_skip(reason);
+        }
+        close(fd);
+        return test_run_all(argc, argv, odirect, ARRAY_SIZE(odirect));
+    }
+    return test_run_all(argc, argv, buffered, ARRAY_SIZE(buffered));
+}
