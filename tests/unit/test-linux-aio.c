@@ -302,9 +302,19 @@ TEST(kernel_eagain)
     stats(ctx, &st1);
     printf("# the kernel took %" PRIu64 " of %u before any reaping\n",
            st1.requests - st0.requests, n);
-    /* Without -EAGAIN every full batch of 32 would have gone: 576. */
-    ASSERT_UINT(st1.requests - st0.requests, <, (n / 32) * 32);
+    /*
+     * Without -EAGAIN every full batch of 32 would have gone: 576.  The
+     * kernel sizes the ring for at least 8 events per possible CPU
+     * (rounded up to whole pages of 127 events); on a machine where that
+     * alone exceeds 576 the limit cannot be reached this way.
+     */
     ASSERT_UINT(st1.requests - st0.requests, >, 0);
+    if (sysconf(_SC_NPROCESSORS_CONF) * 8 < 400) {
+        ASSERT_UINT(st1.requests - st0.requests, <, (n / 32) * 32);
+    } else if (st1.requests - st0.requests == (n / 32) * 32) {
+        printf("# %ld possible CPUs: the kernel's ring is larger than %u, "
+               "-EAGAIN not reached\n", sysconf(_SC_NPROCESSORS_CONF), n);
+    }
     wait_all(ctx, r, n, "reads past the io_context's size");
     check_reads(r, n);
     stats(ctx, &st1);
