@@ -40,6 +40,12 @@ typedef struct EventNotifier {
     int rfd;            /* read side; the fd to poll */
     int wfd;            /* write side; equals rfd for eventfd */
     bool initialized;
+    /*
+     * Set by the io_uring fd monitor when the kernel already read the
+     * eventfd for us (a POLL_ADD linked to a READ): the next
+     * event_notifier_test_and_clear() returns true without a read().
+     */
+    bool drained;
 } EventNotifier;
 
 typedef void EventNotifierHandler(EventNotifier *);

@@ -53,6 +53,11 @@ struct AioHandler {
      * (io_uring: after its POLL_ADD request completed).
      */
     bool fdmon_owned;
+    /*
+     * Registered by aio_set_event_notifier(): @opaque is the EventNotifier,
+     * whose eventfd the io_uring monitor may drain itself (drained flag).
+     */
+    bool event_notifier;
     AioPolledState poll;
     int64_t poll_idle_deadline;
 
@@ -293,13 +298,6 @@ struct AioContext {
      * poll, no automatic upgrade.  Atomic; written under list_mutex.
      */
     bool epoll_failed;
-
-    /*
-     * Set by an fd monitor that already emptied the notifier's eventfd when
-     * it reported it ready (io_uring's POLL_ADD -> READ chain), so that the
-     * notifier's handler skips its read().  Home thread.
-     */
-    bool notifier_drained;
 
     /* io_uring backend: opaque state owned by fdmon-io_uring.c. */
     void *fdmon_io_uring;

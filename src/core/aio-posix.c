@@ -160,9 +160,11 @@ void aio_handler_release(AioContext *ctx, AioHandler *node)
     }
 }
 
-void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read,
-                        IOHandler *io_write, AioPollFn *io_poll,
-                        IOHandler *io_poll_ready, void *opaque)
+static void aio_set_fd_handler_full(AioContext *ctx, int fd,
+                                    IOHandler *io_read, IOHandler *io_write,
+                                    AioPollFn *io_poll,
+                                    IOHandler *io_poll_ready, void *opaque,
+                                    bool event_notifier)
 {
     AioHandler *node;
     AioHandler *new_node = NULL;
@@ -186,6 +188,7 @@ void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read,
         new_node->io_poll = io_poll;
         new_node->io_poll_ready = io_poll_ready;
         new_node->opaque = opaque;
+        new_node->event_notifier = event_notifier;
         new_node->pfd_index = -1;
         if (io_read) {
             new_node->events |= POLLIN | POLLHUP | POLLERR;
@@ -227,14 +230,28 @@ void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read,
     }
 }
 
+void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read,
+                        IOHandler *io_write, AioPollFn *io_poll,
+                        IOHandler *io_poll_ready, void *opaque)
+{
+    aio_set_fd_handler_full(ctx, fd, io_read, io_write, io_poll,
+                            io_poll_ready, opaque, false);
+}
+
 void aio_set_event_notifier(AioContext *ctx, EventNotifier *notifier,
                             EventNotifierHandler *io_read, AioPollFn *io_poll,
                             EventNotifierHandler *io_poll_ready)
 {
-    /* The callbacks receive @notifier as their opaque argument. */
-    aio_set_fd_handler(ctx, event_notifier_get_fd(notifier),
-                       (IOHandler *)(void (*)(void))io_read, NULL, io_poll,
-                       (IOHandler *)(void (*)(void))io_poll_ready, notifier);
+    /*
+     * The callbacks receive @notifier as their opaque argument.  Marked as
+     * an event notifier, the handler lets the io_uring monitor drain the
+     * eventfd in the kernel (see EventNotifier.drained).
+     */
+    aio_set_fd_handler_full(ctx, event_notifier_get_fd(notifier),
+                            (IOHandler *)(void (*)(void))io_read, NULL,
+                            io_poll,
+                            (IOHandler *)(void (*)(void))io_poll_ready,
+                            notifier, true);
 }
 
 void aio_set_event_notifier_poll(AioContext *ctx, EventNotifier *notifier,

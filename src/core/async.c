@@ -148,12 +148,7 @@ static void aio_timerlist_notify(void *opaque, QEMUClockType type)
 
 static void aio_context_notifier_cb(EventNotifier *e)
 {
-    AioContext *ctx = container_of(e, AioContext, notifier);
-
-    if (ctx->notifier_drained) {
-        ctx->notifier_drained = false;
-        return;
-    }
+    /* Returns at once if the io_uring monitor drained it (e->drained). */
     event_notifier_test_and_clear(e);
 }
 

@@ -56,6 +56,7 @@ int event_notifier_init(EventNotifier *e, int active)
     e->rfd = fds[0];
     e->wfd = fds[1];
     e->initialized = true;
+    e->drained = false;
     if (active) {
         ret = event_notifier_set(e);
         if (ret < 0) {
@@ -74,6 +75,7 @@ void event_notifier_init_fd(EventNotifier *e, int fd)
     e->rfd = fd;
     e->wfd = fd;
     e->initialized = true;
+    e->drained = false;
 }
 
 void event_notifier_cleanup(EventNotifier *e)
@@ -158,6 +160,11 @@ int event_notifier_test_and_clear(EventNotifier *e)
         return 0;
     }
 
+    if (__atomic_load_n(&e->drained, __ATOMIC_RELAXED)) {
+        /* The io_uring fd monitor's READ emptied the counter already. */
+        __atomic_store_n(&e->drained, false, __ATOMIC_RELAXED);
+        return 1;
+    }
     if (is_eventfd(e)) {
         /* One read returns the whole counter and resets it to zero. */
         uint64_t value;

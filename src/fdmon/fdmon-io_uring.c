@@ -197,8 +197,12 @@ static struct io_uring_sqe *reserved_sqe(AioContext *ctx)
  */
 static bool is_notifier(AioContext *ctx, AioHandler *node)
 {
-    return node->opaque == &ctx->notifier && node->fd == ctx->notifier.rfd &&
-           ctx->notifier.rfd == ctx->notifier.wfd;
+    EventNotifier *e = node->opaque;
+
+    (void)ctx;
+    /* Read only on an eventfd: a pipe's counterpart needs its own read. */
+    return node->event_notifier && node->io_read && node->fd == e->rfd &&
+           e->rfd == e->wfd;
 }
 
 static unsigned sqes_needed(AioContext *ctx, AioHandler *node)
@@ -297,7 +301,8 @@ static bool process_cqe(AioContext *ctx, AioHandlerList *ready_list,
     }
     if (flags & FDMON_IO_URING_READ) {
         /* The READ emptied the eventfd: its handler must not read again. */
-        ctx->notifier_drained = true;
+        __atomic_store_n(&((EventNotifier *)node->opaque)->drained, true,
+                         __ATOMIC_RELAXED);
         res = POLLIN;
     }
     aio_add_ready_handler(ready_list, node, res);
@@ -515,7 +520,13 @@ static bool fdmon_io_uring_need_wait(AioContext *ctx)
            !QSIMPLEQ_EMPTY(&ctx->cqe_ready);
 }
 
-/* Forget a stack ready list filled by a reap nobody dispatches. */
+/*
+ * Forget a stack ready list filled by a reap nobody dispatches.  The
+ * handlers are level-triggered and re-armed, so their fds report them
+ * again, except an event notifier whose READ already emptied its eventfd:
+ * put the event back (the counter's value was never kept, only that it was
+ * non-zero), or it would be lost.
+ */
 static void discard_ready(AioHandlerList *ready_list)
 {
     AioHandler *node;
@@ -523,6 +534,13 @@ static void discard_ready(AioHandlerList *ready_list)
     while ((node = QLIST_FIRST(ready_list))) {
         QLIST_REMOVE(node, node_ready);
         node->revents = 0;
+        if (node->event_notifier) {
+            EventNotifier *e = node->opaque;
+
+            if (__atomic_exchange_n(&e->drained, false, __ATOMIC_RELAXED)) {
+                event_notifier_set(e);
+            }
+        }
     }
 }
 
@@ -611,20 +629,13 @@ static void fdmon_io_uring_destroy(AioContext *ctx)
 static bool fdmon_io_uring_gsource_prepare(AioContext *ctx)
 {
     AioHandlerList ready_list = { NULL };
-    AioHandler *node;
     int count = fdmon_io_uring_flush(ctx, &ready_list);
 
     /*
-     * flush() may have reaped completions.  Their nodes are re-armed and
-     * level-triggered, so the dispatch's wait() sees them again (the
-     * notifier's READ consumed its eventfd, but then "notified" or the BH
-     * that came with it is what the check looks at); only unlink them
-     * from this stack list.
+     * flush() may have reaped completions: the dispatch's wait() sees
+     * their nodes again (see discard_ready()).
      */
-    while ((node = QLIST_FIRST(&ready_list))) {
-        QLIST_REMOVE(node, node_ready);
-        node->revents = 0;
-    }
+    discard_ready(&ready_list);
     return count || fdmon_io_uring_need_wait(ctx);
 }
 
