@@ -12,17 +12,25 @@
 #   B1 <engine> <workload> <cached|direct>: aioloop X IOPS (Y MB/s),
 #      fio Z IOPS (W MB/s), ratio X/Z | goal >= 0.95: met
 #
-# followed by a "#" line with the CPU time per request of each side and
-# aioloop's requests per submitting system call.  Environment:
+# followed by a "#" line with the CPU time per request of the submitting
+# thread of each side (fio's job thread, aioloop's main thread), aioloop's
+# whole process (thread-pool workers included) and aioloop's requests per
+# submitting system call.  Environment:
 #
 #   BENCH_DIR          directory of the test file (default /var/tmp; must not
 #                      be tmpfs for the O_DIRECT figures)
 #   BENCH_B1_SIZE      test file size (default 1g; 256m in quick mode)
-#   BENCH_B1_RUNTIME   seconds per run (default 2; 0.5 in quick mode)
+#   BENCH_B1_RUNTIME   seconds per run (default 1; 0.5 in quick mode)
 #   BENCH_B1_ROUNDS    runs of each side per figure, alternating which side
-#                      goes first (default 2; 1 in quick mode)
+#                      goes first (default 3; 1 in quick mode)
+#   BENCH_B1_FIO_BATCH=0  fio's default batching (submit and reap one I/O
+#                      per call) instead of iodepth_batch_submit=QD,
+#                      iodepth_batch_complete_max=QD
 #   BENCH_B1_ENGINES   engines to run (default "io_uring linux-aio threads")
 #   BENCH_B1_MODES     "cached direct" (default both)
+#   BENCH_B1_WORKLOADS only these workloads (e.g. "randread-4k-qd1"; default
+#                      all: randread-4k-qd1 randread-4k-qd32 read-1m-qd8
+#                      write-1m-qd8, the last two and qd1 not for threads)
 #   BENCH_B1_KEEP=1    keep the test file (reused by the next run)
 #   BENCH_QUICK=1      smoke test: small file, short runs, one round
 set -u -o pipefail
@@ -39,8 +47,8 @@ if [ $quick = 1 ]; then
     rounds=${BENCH_B1_ROUNDS:-1}
 else
     size=${BENCH_B1_SIZE:-1g}
-    runtime=${BENCH_B1_RUNTIME:-2}
-    rounds=${BENCH_B1_ROUNDS:-2}
+    runtime=${BENCH_B1_RUNTIME:-1}
+    rounds=${BENCH_B1_ROUNDS:-3}
 fi
 engines=${BENCH_B1_ENGINES:-io_uring linux-aio threads}
 modes=${BENCH_B1_MODES:-cached direct}
@@ -48,7 +56,9 @@ file="$dir/aioloop-b1-$$.dat"
 [ "${BENCH_B1_KEEP:-0}" = 1 ] && file="$dir/aioloop-b1.dat"
 tmp=$(mktemp -d /tmp/aioloop-b1.XXXXXX) || exit 1
 
+lock_pid=""
 cleanup() {
+    [ -n "$lock_pid" ] && kill "$lock_pid" 2>/dev/null
     rm -rf "$tmp"
     [ "${BENCH_B1_KEEP:-0}" = 1 ] || rm -f "$file"
 }
@@ -127,7 +137,9 @@ echo "# B1 block I/O: file $file ($size, $fstype), ${runtime} s per run," \
 if [ $have_fio = 1 ]; then
     echo "# B1 fio $(fio --version): ioengine io_uring / libaio / posixaio" \
          "for io_uring / linux-aio / threads; --norandommap --invalidate=0" \
-         "--time_based, one job, iodepth = the coroutines"
+         "--time_based, one job, iodepth = the coroutines, batches:" \
+         "$([ "${BENCH_B1_FIO_BATCH:-1}" = 1 ] && echo "submit = complete_max = iodepth" ||
+            echo "fio's default (1)")"
 fi
 echo "# B1 aioloop: one AioContext, aio_poll(ctx, true) in the main thread," \
      "iodepth coroutines, polling off; $(uname -r)"
@@ -144,7 +156,14 @@ run_aioloop() {
 
 # run_fio ENGINE RW BS QD DIRECT OUT -> JSON in OUT
 run_fio() {
-    fio --name=b1 --filename="$file" --size="$bytes" --ioengine="$(fio_engine "$1")" \
+    local batch=()
+    # fio's defaults submit one I/O per system call and reap one per call
+    # even at iodepth 32; the engines batch, so fio batches too (its own
+    # settings for high IOPS): a stricter comparison.
+    if [ "$4" -gt 1 ] && [ "${BENCH_B1_FIO_BATCH:-1}" = 1 ]; then
+        batch=(--iodepth_batch_submit="$4" --iodepth_batch_complete_max="$4")
+    fi
+    fio "${batch[@]}" --name=b1 --filename="$file" --size="$bytes" --ioengine="$(fio_engine "$1")" \
         --rw="$2" --bs="$3" --iodepth="$4" --direct="$5" \
         --runtime="$runtime" --time_based --norandommap --randrepeat=0 \
         --invalidate=0 --fallocate=none --output-format=json \
@@ -169,7 +188,8 @@ print(f"{ops:.0f} {secs:.6f} {cpu:.6f}")
 EOF
 }
 
-# aioloop_fields FILE... -> "ops seconds cpu_seconds requests submits"
+# aioloop_fields FILE... -> "ops seconds cpu_seconds requests submits
+#                             process_cpu_seconds"
 aioloop_fields() {
     awk '{
         for (i = 1; i <= NF; i++) {
@@ -178,8 +198,50 @@ aioloop_fields() {
         }
         ops += v["ops"]; secs += v["seconds"]
         cpu += (v["usr"] + v["sys"]) / 100 * v["seconds"]
+        proc += v["proc"] / 100 * v["seconds"]
         req += v["requests"]; sub_ += v["submits"]
-    } END { printf "%d %.6f %.6f %d %d\n", ops, secs, cpu, req, sub_ }' "$@"
+    } END { printf "%d %.6f %.6f %d %d %.6f\n", ops, secs, cpu, req, sub_, proc }' "$@"
+}
+
+# Keep the test file's pages resident (see the cached mode below): a
+# background python3 maps the file and mlock()s it until unlock_file.
+lock_file() {
+    python3 - "$file" >"$tmp/lock.out" 2>&1 <<'PY' &
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+addr = libc.mmap(None, size, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+if addr in (None, ctypes.c_void_p(-1).value):
+    sys.exit("mmap: " + os.strerror(ctypes.get_errno()))
+if libc.mlock(ctypes.c_void_p(addr), size) != 0:
+    sys.exit("mlock: " + os.strerror(ctypes.get_errno()))
+print("locked", flush=True)
+signal.pause()
+PY
+    lock_pid=$!
+    for _ in $(seq 100); do
+        grep -q locked "$tmp/lock.out" 2>/dev/null && break
+        kill -0 "$lock_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -q locked "$tmp/lock.out" 2>/dev/null; then
+        echo "# B1 cached: could not lock the file in memory" \
+             "($(head -c 120 "$tmp/lock.out")): pages may be reclaimed"
+        unlock_file
+    fi
+}
+
+unlock_file() {
+    if [ -n "$lock_pid" ]; then
+        kill "$lock_pid" 2>/dev/null
+        wait "$lock_pid" 2>/dev/null
+        lock_pid=""
+    fi
 }
 
 status=0
@@ -189,7 +251,7 @@ goal_missed=0
 figure() { # ENGINE LABEL RW BS QD MODE
     local engine=$1 label=$2 rw=$3 bs=$4 qd=$5 mode=$6
     local direct=0 r first a f aio_ok=1 fio_ok=$have_fio
-    local a_ops a_secs a_cpu a_req a_sub f_ops f_secs f_cpu bsb
+    local a_ops a_secs a_cpu a_req a_sub a_proc f_ops f_secs f_cpu bsb
     [ "$mode" = direct ] && direct=1
     fig=$((fig + 1))
     for ((r = 0; r < rounds; r++)); do
@@ -207,7 +269,7 @@ figure() { # ENGINE LABEL RW BS QD MODE
     bsb=$(numfmt --from=iec "${bs^^}")
     local line="B1 $engine $label $mode:"
     if [ $aio_ok = 1 ]; then
-        read -r a_ops a_secs a_cpu a_req a_sub < <(aioloop_fields "$tmp"/a.?)
+        read -r a_ops a_secs a_cpu a_req a_sub a_proc < <(aioloop_fields "$tmp"/a.?)
         a=$(awk -v o="$a_ops" -v s="$a_secs" 'BEGIN { printf "%.0f", o / s }')
         line="$line aioloop $a IOPS ($(awk -v o="$a_ops" -v s="$a_secs" \
             -v b="$bsb" 'BEGIN { printf "%.1f", o * b / s / 1e6 }') MB/s),"
@@ -246,12 +308,14 @@ figure() { # ENGINE LABEL RW BS QD MODE
     fi
     echo "$line"
     if [ $aio_ok = 1 ]; then
-        local cpuline="#   cpu/request: aioloop $(awk -v c="$a_cpu" -v o="$a_ops" \
+        local cpuline="#   cpu/request, submitting thread: aioloop $(awk -v c="$a_cpu" -v o="$a_ops" \
             'BEGIN { printf "%.2f", o ? c / o * 1e6 : 0 }') us"
         if [ $fio_ok = 1 ]; then
             cpuline="$cpuline, fio $(awk -v c="$f_cpu" -v o="$f_ops" \
                 'BEGIN { printf "%.2f", o ? c / o * 1e6 : 0 }') us"
         fi
+        cpuline="$cpuline; aioloop process $(awk -v c="$a_proc" -v o="$a_ops" \
+            'BEGIN { printf "%.2f", o ? c / o * 1e6 : 0 }') us"
         cpuline="$cpuline; aioloop requests/submit $(awk -v r="$a_req" \
             -v s="$a_sub" 'BEGIN { printf "%.1f", s ? r / s : 0 }')"
         echo "$cpuline"
@@ -262,9 +326,12 @@ figure() { # ENGINE LABEL RW BS QD MODE
 for mode in $modes; do
     case "$mode" in
         cached)
-            # Read the file once so that every cached figure finds it in
-            # the page cache (24 GiB of RAM; cached writes keep it there).
+            # Read the file into the page cache and keep it there: the VM
+            # may reclaim idle page cache on its own (DAMON pageout), which
+            # turns "cached" reads into disk reads at random.  mmap+mlock
+            # makes the pages unevictable while the cached figures run.
             cat "$file" >/dev/null
+            lock_file
             ;;
         direct)
             if [ $direct_ok = 0 ]; then
@@ -272,6 +339,7 @@ for mode in $modes; do
                      "($fstype: $(head -c 120 "$tmp/dd.log")); set BENCH_DIR"
                 continue
             fi
+            unlock_file
             # The cached writes' dirty pages must not be written back
             # during the direct figures.
             sync "$file"
@@ -289,10 +357,15 @@ for mode in $modes; do
         fi
         for w in $list; do
             IFS=: read -r label rw bs qd <<<"$w"
+            if [ -n "${BENCH_B1_WORKLOADS:-}" ] &&
+                    [[ " $BENCH_B1_WORKLOADS " != *" $label "* ]]; then
+                continue
+            fi
             figure "$engine" "$label" "$rw" "$bs" "$qd" "$mode"
         done
     done
 done
+unlock_file
 if [ $have_fio = 1 ]; then
     echo "# B1 goal (ratio >= 0.95 with io_uring and linux-aio):" \
          "$goal_missed figure(s) below it"
