@@ -23,14 +23,16 @@
  *
  *   b1 engine=io_uring fdmon=io_uring rw=randread bs=4096 iodepth=1
  *      direct=0 ops=... seconds=... iops=... mbps=... requests=...
- *      submits=... iterations=... usr=... sys=... proc=...
+ *      submits=... iterations=... usr=... sys=... proc=... vcsw=... ivcsw=...
  *
  * mbps is 10^6 bytes per second (fio's "MB/s"); usr/sys are the CPU time
  * of the main thread (the one that submits and reaps) in percent of the
  * run's wall time, as fio counts its job (RUSAGE_THREAD); proc is the
  * whole process's CPU time, thread-pool workers included, in percent (fio
  * has no such figure: its posixaio threads and the kernel's io-wq workers
- * are not in its job's CPU time); requests/submits are the context's block counters (requests handed
+ * are not in its job's CPU time); vcsw/ivcsw are the main thread's
+ * voluntary (it blocked) and involuntary (it was preempted) context
+ * switches; requests/submits are the context's block counters (requests handed
  * to the kernel or the pool, and the system calls that handed them over);
  * iterations are aio_poll() calls.  Exit status 0, or 1 with a message
  * (bad option, file, engine or a failed request).
@@ -358,7 +360,7 @@ int main(int argc, char **argv)
     printf("b1 engine=%s fdmon=%s rw=%s bs=%" PRIu64 " iodepth=%d direct=%d"
            " ops=%" PRIu64 " seconds=%.3f iops=%.1f mbps=%.1f"
            " requests=%" PRIu64 " submits=%" PRIu64 " iterations=%" PRIu64
-           " usr=%.1f sys=%.1f proc=%.1f\n",
+           " usr=%.1f sys=%.1f proc=%.1f vcsw=%ld ivcsw=%ld\n",
            aioloop_block_engine_name(b.engine),
            aioloop_context_fdmon_name(ctx),
            b.rw == RW_RANDREAD ? "randread" : b.rw == RW_READ ? "read"
@@ -370,7 +372,8 @@ int main(int argc, char **argv)
            100.0 * (cpu_s(&ru1.ru_utime) - cpu_s(&ru0.ru_utime)) / secs,
            100.0 * (cpu_s(&ru1.ru_stime) - cpu_s(&ru0.ru_stime)) / secs,
            100.0 * (cpu_s(&rp1.ru_utime) - cpu_s(&rp0.ru_utime) +
-                    cpu_s(&rp1.ru_stime) - cpu_s(&rp0.ru_stime)) / secs);
+                    cpu_s(&rp1.ru_stime) - cpu_s(&rp0.ru_stime)) / secs,
+           ru1.ru_nvcsw - ru0.ru_nvcsw, ru1.ru_nivcsw - ru0.ru_nivcsw);
 
     for (int i = 0; i < b.iodepth; i++) {
         free(workers[i].buf);

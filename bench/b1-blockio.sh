@@ -35,13 +35,12 @@
 #   BENCH_QUICK=1      smoke test: small file, short runs, one round
 set -u -o pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-${BENCH_BUILD_DIR:-/tmp/aioloop-bench-build}}
 prog="$build/bench/b1-blockio"
 quick=${BENCH_QUICK:-0}
 [ "$quick" = 0 ] || quick=1
 dir=${BENCH_DIR:-/var/tmp}
-if [ $quick = 1 ]; then
+if [ "$quick" = 1 ]; then
     size=${BENCH_B1_SIZE:-256m}
     runtime=${BENCH_B1_RUNTIME:-0.5}
     rounds=${BENCH_B1_ROUNDS:-1}
@@ -57,6 +56,7 @@ file="$dir/aioloop-b1-$$.dat"
 tmp=$(mktemp -d /tmp/aioloop-b1.XXXXXX) || exit 1
 
 lock_pid=""
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
     [ -n "$lock_pid" ] && kill "$lock_pid" 2>/dev/null
     rm -rf "$tmp"
@@ -170,11 +170,12 @@ run_fio() {
         --output="$6" >"$6.err" 2>&1
 }
 
-# fio_fields JSON... -> "ops seconds cpu_seconds" summed over the files
+# fio_fields JSON... -> "ops seconds cpu_seconds context_switches" summed
+# over the files
 fio_fields() {
     python3 - "$@" <<'EOF'
 import json, sys
-ops = secs = cpu = 0.0
+ops = secs = cpu = ctx = 0.0
 for path in sys.argv[1:]:
     with open(path) as f:
         text = f.read()
@@ -184,12 +185,14 @@ for path in sys.argv[1:]:
     ops += job['read']['total_ios'] + job['write']['total_ios']
     secs += rt
     cpu += (job['usr_cpu'] + job['sys_cpu']) / 100.0 * rt
-print(f"{ops:.0f} {secs:.6f} {cpu:.6f}")
+    ctx += job['ctx']
+print(f"{ops:.0f} {secs:.6f} {cpu:.6f} {ctx:.0f}")
 EOF
 }
 
 # aioloop_fields FILE... -> "ops seconds cpu_seconds requests submits
-#                             process_cpu_seconds"
+#                             process_cpu_seconds voluntary_switches
+#                             involuntary_switches"
 aioloop_fields() {
     awk '{
         for (i = 1; i <= NF; i++) {
@@ -199,8 +202,10 @@ aioloop_fields() {
         ops += v["ops"]; secs += v["seconds"]
         cpu += (v["usr"] + v["sys"]) / 100 * v["seconds"]
         proc += v["proc"] / 100 * v["seconds"]
+        vcsw += v["vcsw"]; ivcsw += v["ivcsw"]
         req += v["requests"]; sub_ += v["submits"]
-    } END { printf "%d %.6f %.6f %d %d %.6f\n", ops, secs, cpu, req, sub_, proc }' "$@"
+    } END { printf "%d %.6f %.6f %d %d %.6f %d %d\n", ops, secs, cpu, req,
+            sub_, proc, vcsw, ivcsw }' "$@"
 }
 
 # Keep the test file's pages resident (see the cached mode below): a
@@ -251,7 +256,8 @@ goal_missed=0
 figure() { # ENGINE LABEL RW BS QD MODE
     local engine=$1 label=$2 rw=$3 bs=$4 qd=$5 mode=$6
     local direct=0 r first a f aio_ok=1 fio_ok=$have_fio
-    local a_ops a_secs a_cpu a_req a_sub a_proc f_ops f_secs f_cpu bsb
+    local a_ops a_secs a_cpu a_req a_sub a_proc a_vcsw a_ivcsw
+    local f_ops f_secs f_cpu f_ctx bsb
     [ "$mode" = direct ] && direct=1
     fig=$((fig + 1))
     for ((r = 0; r < rounds; r++)); do
@@ -269,7 +275,8 @@ figure() { # ENGINE LABEL RW BS QD MODE
     bsb=$(numfmt --from=iec "${bs^^}")
     local line="B1 $engine $label $mode:"
     if [ $aio_ok = 1 ]; then
-        read -r a_ops a_secs a_cpu a_req a_sub a_proc < <(aioloop_fields "$tmp"/a.?)
+        read -r a_ops a_secs a_cpu a_req a_sub a_proc a_vcsw a_ivcsw \
+            < <(aioloop_fields "$tmp"/a.?)
         a=$(awk -v o="$a_ops" -v s="$a_secs" 'BEGIN { printf "%.0f", o / s }')
         line="$line aioloop $a IOPS ($(awk -v o="$a_ops" -v s="$a_secs" \
             -v b="$bsb" 'BEGIN { printf "%.1f", o * b / s / 1e6 }') MB/s),"
@@ -279,7 +286,7 @@ figure() { # ENGINE LABEL RW BS QD MODE
         status=1
     fi
     if [ $fio_ok = 1 ]; then
-        read -r f_ops f_secs f_cpu < <(fio_fields "$tmp"/f.?)
+        read -r f_ops f_secs f_cpu f_ctx < <(fio_fields "$tmp"/f.?)
         f=$(awk -v o="$f_ops" -v s="$f_secs" 'BEGIN { printf "%.0f", o / s }')
         line="$line fio $f IOPS ($(awk -v o="$f_ops" -v s="$f_secs" \
             -v b="$bsb" 'BEGIN { printf "%.1f", o * b / s / 1e6 }') MB/s),"
@@ -308,7 +315,8 @@ figure() { # ENGINE LABEL RW BS QD MODE
     fi
     echo "$line"
     if [ $aio_ok = 1 ]; then
-        local cpuline="#   cpu/request, submitting thread: aioloop $(awk -v c="$a_cpu" -v o="$a_ops" \
+        local cpuline
+        cpuline="#   cpu/request, submitting thread: aioloop $(awk -v c="$a_cpu" -v o="$a_ops" \
             'BEGIN { printf "%.2f", o ? c / o * 1e6 : 0 }') us"
         if [ $fio_ok = 1 ]; then
             cpuline="$cpuline, fio $(awk -v c="$f_cpu" -v o="$f_ops" \
@@ -318,6 +326,16 @@ figure() { # ENGINE LABEL RW BS QD MODE
             'BEGIN { printf "%.2f", o ? c / o * 1e6 : 0 }') us"
         cpuline="$cpuline; aioloop requests/submit $(awk -v r="$a_req" \
             -v s="$a_sub" 'BEGIN { printf "%.1f", s ? r / s : 0 }')"
+        # Context switches of the submitting thread per 1000 requests: a
+        # side that got less CPU than the other was preempted (involuntary)
+        # or blocked (voluntary).
+        cpuline="$cpuline; switches/1000 requests: aioloop $(awk \
+            -v v="$a_vcsw" -v i="$a_ivcsw" -v o="$a_ops" \
+            'BEGIN { printf "%.1f voluntary + %.1f involuntary", v * 1000 / o, i * 1000 / o }')"
+        if [ $fio_ok = 1 ]; then
+            cpuline="$cpuline, fio $(awk -v c="$f_ctx" -v o="$f_ops" \
+                'BEGIN { printf "%.1f", o ? c * 1000 / o : 0 }')"
+        fi
         echo "$cpuline"
     fi
     rm -f "$tmp"/a.* "$tmp"/f.*
