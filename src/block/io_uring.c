@@ -87,26 +87,42 @@ static void private_submit_bh(void *opaque)
     private_submit(opaque);
 }
 
-/* Move the CQEs to ctx->cqe_ready; the caller runs them (or dispatch). */
+/*
+ * Move the CQEs to ctx->cqe_ready; the caller runs them.  More requests
+ * may be in flight than the CQ holds: the kernel keeps the excess on its
+ * overflow list (IORING_FEAT_NODROP) and copies it in when asked, which
+ * the ring fd's readiness alone does not do.
+ */
 static bool private_reap(LuringState *s)
 {
     struct io_uring_cqe *cqe;
-    unsigned head;
-    unsigned n = 0;
+    bool flushed = false;
+    unsigned total = 0;
 
-    io_uring_for_each_cqe(&s->ring, head, cqe) {
-        CqeHandler *handler = io_uring_cqe_get_data(cqe);
+    for (;;) {
+        unsigned head;
+        unsigned n = 0;
 
-        handler->res = cqe->res;
-        QSIMPLEQ_INSERT_TAIL(&s->ctx->cqe_ready, handler, next);
-        n++;
+        io_uring_for_each_cqe(&s->ring, head, cqe) {
+            CqeHandler *handler = io_uring_cqe_get_data(cqe);
+
+            handler->res = cqe->res;
+            QSIMPLEQ_INSERT_TAIL(&s->ctx->cqe_ready, handler, next);
+            n++;
+        }
+        io_uring_cq_advance(&s->ring, n);
+        total += n;
+        if (!io_uring_cq_has_overflow(&s->ring) || (n == 0 && flushed)) {
+            break;
+        }
+        io_uring_get_events(&s->ring);
+        flushed = true;
     }
-    io_uring_cq_advance(&s->ring, n);
-    s->inflight -= n;
-    if (n && s->queued) {
+    s->inflight -= total;
+    if (total && s->queued) {
         qemu_bh_schedule(s->submit_bh);
     }
-    return n;
+    return total;
 }
 
 static void private_completion(void *opaque)
@@ -121,10 +137,20 @@ static bool private_poll(void *opaque)
 {
     LuringState *s = opaque;
 
-    return io_uring_cq_ready(&s->ring) > 0;
+    return io_uring_cq_ready(&s->ring) > 0 || io_uring_cq_has_overflow(&s->ring);
 }
 
-static int private_ring_init(LuringState *s, Error **errp)
+static void private_ring_watch(LuringState *s)
+{
+    aio_set_fd_handler(s->ctx, s->ring.ring_fd, private_completion, NULL,
+                       private_poll, private_completion, s);
+}
+
+/*
+ * The fd monitor stopped being io_uring (aio_context_destroy()) after the
+ * state was set up: the private ring is made on first need.  Home thread.
+ */
+static int private_ring_init(LuringState *s)
 {
     int ret;
 
@@ -133,12 +159,10 @@ static int private_ring_init(LuringState *s, Error **errp)
     }
     ret = io_uring_queue_init(PRIVATE_RING_ENTRIES, &s->ring, 0);
     if (ret < 0) {
-        error_setg_errno(errp, -ret, "io_uring_queue_init");
         return ret;
     }
     s->ring_ok = true;
-    aio_set_fd_handler(s->ctx, s->ring.ring_fd, private_completion, NULL,
-                       private_poll, private_completion, s);
+    private_ring_watch(s);
     return 0;
 }
 
@@ -223,7 +247,7 @@ static bool luring_queue(LuringCB *cb)
         return true;
     }
 
-    if (private_ring_init(s, NULL) < 0 || !(sqe = private_get_sqe(s))) {
+    if (private_ring_init(s) < 0 || !(sqe = private_get_sqe(s))) {
         return false;
     }
     prep_sqe(cb, sqe);
@@ -333,20 +357,9 @@ LuringState *aio_setup_linux_io_uring(AioContext *ctx, Error **errp)
 {
     LuringState *s = qatomic_load_acquire(&ctx->linux_io_uring);
     LuringState *expected = NULL;
-    struct io_uring probe;
-    int ret;
 
     if (s) {
         return s;
-    }
-    /* Can this process use io_uring at all?  (seccomp, sysctl, kernel) */
-    if (!use_fdmon_ring(ctx)) {
-        ret = io_uring_queue_init(1, &probe, 0);
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "io_uring is not available");
-            return NULL;
-        }
-        io_uring_queue_exit(&probe);
     }
     s = calloc(1, sizeof(*s));
     if (!s) {
@@ -354,14 +367,36 @@ LuringState *aio_setup_linux_io_uring(AioContext *ctx, Error **errp)
         return NULL;
     }
     s->ctx = ctx;
+    /*
+     * Without the io_uring fd monitor the private ring is needed now; it
+     * also tells whether this process may use io_uring at all (seccomp,
+     * sysctl kernel.io_uring_disabled, old kernels).
+     */
+    if (!use_fdmon_ring(ctx)) {
+        int ret = io_uring_queue_init(PRIVATE_RING_ENTRIES, &s->ring, 0);
+
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "io_uring is not available");
+            free(s);
+            return NULL;
+        }
+        s->ring_ok = true;
+    }
     s->submit_bh = aio_bh_new_full(ctx, private_submit_bh, s,
                                    "luring_submit", NULL);
     if (!__atomic_compare_exchange_n(&ctx->linux_io_uring, &expected, s,
                                      false, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE)) {
         qemu_bh_delete(s->submit_bh);
+        if (s->ring_ok) {
+            io_uring_queue_exit(&s->ring);
+        }
         free(s);
         return expected;
+    }
+    /* Watched by the winner only: the handler names the state. */
+    if (s->ring_ok) {
+        private_ring_watch(s);
     }
     return s;
 }

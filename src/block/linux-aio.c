@@ -60,7 +60,7 @@ typedef struct LaioCB {
 struct LinuxAioState {
     AioContext *ctx;
     io_context_t ioctx;
-    unsigned max_events;
+    unsigned max_events; /* cap on in_flight: the io_context's size */
     EventNotifier e;
 
     QSIMPLEQ_HEAD(, LaioCB) pending; /* queued, not yet submitted */
@@ -116,7 +116,11 @@ static void ring_commit(io_context_t ioctx, unsigned nr)
     struct aio_ring *ring = (struct aio_ring *)ioctx;
 
     if (nr) {
-        qatomic_set(&ring->head, (ring->head + nr) % ring->nr);
+        /*
+         * The events before the new head were read: only now may the kernel
+         * reuse their slots (it reads head under its completion lock).
+         */
+        qatomic_store_release(&ring->head, (ring->head + nr) % ring->nr);
     }
 }
 
@@ -161,7 +165,14 @@ static void laio_queue(LaioCB *cb)
     s->in_queue++;
     s->max_batch = cb->max_batch;
     if (s->processing) {
-        return; /* process_completions_and_submit() submits */
+        /*
+         * process_completions_and_submit() submits when the processing
+         * ends.  The BH is for a callback that waits in a nested aio_poll()
+         * for a request queued meanwhile: that request must not wait for
+         * the end of the processing the callback is part of.
+         */
+        qemu_bh_schedule(s->submit_bh);
+        return;
     }
     if (!s->blocked && s->in_queue >= cb->max_batch) {
         ioq_submit(s);
@@ -261,6 +272,10 @@ static void process_completions_and_submit(LinuxAioState *s)
     process_completions(s);
     if (!s->processing && !QSIMPLEQ_EMPTY(&s->pending)) {
         ioq_submit(s);
+        if (QSIMPLEQ_EMPTY(&s->pending)) {
+            /* Scheduled by laio_queue() while processing: nothing left. */
+            qemu_bh_cancel(s->submit_bh);
+        }
     }
 }
 
@@ -301,8 +316,13 @@ static void ioq_submit(LinuxAioState *s)
         block_count_requests(s->ctx, (unsigned)ret);
         s->in_flight += (unsigned)ret;
         s->in_queue -= (unsigned)ret;
-        while (ret--) {
+        for (int i = 0; i < ret; i++) {
             QSIMPLEQ_REMOVE_HEAD(&s->pending, next);
+        }
+        if (ret < len) {
+            /* The kernel took part of it: it is full, as for -EAGAIN. */
+            s->blocked = true;
+            break;
         }
     }
     if (s->in_flight == 0 && !QSIMPLEQ_EMPTY(&s->pending)) {
@@ -383,13 +403,20 @@ static int coroutine_fn laio_co_submit_ctx(AioContext *ctx, int fd,
 
 /* ---- state -------------------------------------------------------------- */
 
-/* AIOLOOP_LAIO_MAX_EVENTS: a smaller io_context (tests of the full path). */
-static unsigned wanted_events(void)
+/*
+ * Knobs for the tests, read at set-up: AIOLOOP_LAIO_MAX_EVENTS asks
+ * io_setup() for fewer events (and caps the requests in flight to match),
+ * so requests wait for free slots; AIOLOOP_LAIO_MAX_INFLIGHT sets the cap
+ * on its own, above what the io_context holds, so the kernel's partial
+ * io_submit() and -EAGAIN are what stops the submission.  1..1024, else
+ * ignored.
+ */
+static unsigned env_events(const char *name, unsigned dflt)
 {
-    const char *env = getenv("AIOLOOP_LAIO_MAX_EVENTS");
+    const char *env = getenv(name);
     long n = env ? strtol(env, NULL, 10) : 0;
 
-    return n > 0 && n <= MAX_EVENTS ? (unsigned)n : MAX_EVENTS;
+    return n > 0 && n <= MAX_EVENTS ? (unsigned)n : dflt;
 }
 
 static LinuxAioState *laio_new(AioContext *ctx, Error **errp)
@@ -412,7 +439,7 @@ static LinuxAioState *laio_new(AioContext *ctx, Error **errp)
      * io_setup() fails with -EAGAIN when fs.aio-max-nr would be exceeded:
      * a smaller context still works.
      */
-    for (n = wanted_events(); ; n /= 2) {
+    for (n = env_events("AIOLOOP_LAIO_MAX_EVENTS", MAX_EVENTS); ; n /= 2) {
         ret = io_setup((int)n, &s->ioctx);
         if (ret != -EAGAIN || n <= 16) {
             break;
@@ -424,7 +451,7 @@ static LinuxAioState *laio_new(AioContext *ctx, Error **errp)
         free(s);
         return NULL;
     }
-    s->max_events = n;
+    s->max_events = env_events("AIOLOOP_LAIO_MAX_INFLIGHT", n);
     s->ctx = ctx;
     QSIMPLEQ_INIT(&s->pending);
     s->submit_bh = aio_bh_new_full(ctx, submit_bh_cb, s, "laio_submit", NULL);
