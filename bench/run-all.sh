@@ -1,6 +1,6 @@
 #!/bin/bash
-# Run every aioloop benchmark (W1-W4 next to their peers, C1-C3 coroutines)
-# and plot W2.
+# Run every aioloop benchmark (W1-W5 next to their peers, C1-C4 coroutines,
+# B1 block I/O next to fio) and plot W2.
 #
 #   bench/run-all.sh [BUILD_DIR]
 #
@@ -10,7 +10,9 @@
 # -Dbench=true.  BENCH_QUICK=1 runs 10x fewer iterations (a
 # smoke test of a few seconds per program).  Output goes to stdout and to
 # bench/results/results-<date>.txt (also copied to results/latest.txt),
-# with results/w2-poll-window.{dat,png}.
+# with results/w2-poll-window.{dat,png}.  B1 (b1-blockio.sh) writes a test
+# file in $BENCH_DIR (default /var/tmp) and needs fio; BENCH_SKIP_B1=1 leaves
+# it out.
 set -u -o pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,7 +31,7 @@ else
 fi
 buildtype=$(meson configure "$build" 2>/dev/null | awk '$1 == "buildtype" { print $2; exit }')
 targets=""
-for p in $programs; do targets="$targets bench/$p"; done
+for p in $programs b1-blockio; do targets="$targets bench/$p"; done
 # shellcheck disable=SC2086
 ninja -C "$build" $targets >/dev/null || {
     echo "run-all.sh: build failed (ninja -C $build$targets)" >&2
@@ -62,6 +64,18 @@ for p in $programs; do
     fi
     echo "# $p took $(( $(date +%s) - t0 )) s" | tee -a "$out"
 done
+
+if [ "${BENCH_SKIP_B1:-0}" != 1 ]; then
+    echo "" | tee -a "$out"
+    t0=$(date +%s)
+    timeout 400 bash "$here/b1-blockio.sh" "$build" 2>&1 | tee -a "$out"
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "# b1-blockio FAILED (exit $rc)" | tee -a "$out"
+        status=1
+    fi
+    echo "# b1-blockio took $(( $(date +%s) - t0 )) s" | tee -a "$out"
+fi
 
 dat="$results/w2-poll-window.dat"
 png="$results/w2-poll-window.png"

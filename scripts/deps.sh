@@ -15,12 +15,13 @@ build_pkgs="gcc g++ clang meson ninja-build pkg-config liburing-dev libaio-dev p
 # build time, wanted for checks that run under valgrind).
 # GLib is optional for the library; the GSource tests need it.
 check_pkgs="spin valgrind libglib2.0-dev"
-bench_pkgs="libuv1-dev libev-dev libevent-dev libglib2.0-dev gnuplot-nox"
+# fio: the peer of the block I/O benchmark (bench/b1-blockio.sh).
+bench_pkgs="libuv1-dev libev-dev libevent-dev libglib2.0-dev gnuplot-nox fio"
 
 # The command a tool package provides (empty for libraries: dpkg only).
 pkg_command() {
     case "$1" in
-        gcc | g++ | clang | meson | pkg-config | python3 | spin | valgrind) echo "$1" ;;
+        gcc | g++ | clang | meson | pkg-config | python3 | spin | valgrind | fio) echo "$1" ;;
         ninja-build) echo ninja ;;
         gnuplot-nox) echo gnuplot ;;
         *) echo "" ;;
