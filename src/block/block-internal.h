@@ -13,6 +13,8 @@
 
 #include <aioloop/block-io.h>
 
+#include <sys/types.h>
+
 #include "../core/aio-internal.h"
 
 typedef struct BlockEngineOps {
@@ -69,6 +71,21 @@ static inline unsigned block_max_batch(AioContext *ctx, unsigned dflt,
     }
     return n ? n : 1;
 }
+
+/*
+ * One step of a request: the kernel (or preadv/pwritev) returned @res,
+ * bytes or -errno, for the part of @qiov that starts at *@done.  Applies
+ * the semantics every engine shares (block-io.h): -EINTR/-EAGAIN and short
+ * transfers go on, end of file reads as zeroes, a write that moves nothing
+ * is -ENOSPC.  Returns BLOCK_RW_AGAIN when the request must be submitted
+ * again, for what is left: @qiov itself while *@done is 0, else @rest
+ * (rebuilt here; the caller destroys it once it was ever initialized).
+ * Otherwise returns the request's result, 0 or -errno.  Flushes (@qiov
+ * NULL) only retry or resolve.
+ */
+#define BLOCK_RW_AGAIN 1
+int block_rw_step(int type, QEMUIOVector *qiov, size_t *done,
+                  QEMUIOVector *rest, ssize_t res);
 
 /* Aborts with a message naming @fn unless called from a coroutine of @ctx. */
 void block_check_caller(AioContext *ctx, const char *fn);

@@ -111,6 +111,51 @@ int aioloop_block_engine_select(AioContext *ctx, AioloopBlockEngine engine,
     return ops->id;
 }
 
+int block_rw_step(int type, QEMUIOVector *qiov, size_t *done,
+                  QEMUIOVector *rest, ssize_t res)
+{
+    if (res == -EINTR || res == -EAGAIN) {
+        /* Not a result: try again, from where the transfer stands. */
+        goto again;
+    }
+    if (type != QEMU_AIO_READ && type != QEMU_AIO_WRITE) {
+        return res < 0 ? (int)res : 0;
+    }
+    if (res < 0) {
+        if (res != -EINVAL || !*done || type != QEMU_AIO_READ) {
+            return (int)res;
+        }
+        /*
+         * The rest of an O_DIRECT read that stopped at an unaligned end
+         * of file starts unaligned: it is past the end.
+         */
+        res = 0;
+    }
+    *done += (size_t)res;
+    if (*done >= qiov->size) {
+        return 0;
+    }
+    if (res == 0) {
+        if (type == QEMU_AIO_READ) {
+            /* End of file: what lies past it reads as zeroes. */
+            qemu_iovec_memset(qiov, *done, 0, qiov->size - *done);
+            return 0;
+        }
+        /* A write that moved nothing would move nothing again. */
+        return -ENOSPC;
+    }
+again:
+    if (*done) {
+        if (!rest->iov) {
+            qemu_iovec_init(rest, qiov->niov);
+        } else {
+            qemu_iovec_reset(rest);
+        }
+        qemu_iovec_concat(rest, qiov, *done, qiov->size - *done);
+    }
+    return BLOCK_RW_AGAIN;
+}
+
 void block_check_caller(AioContext *ctx, const char *fn)
 {
     if (!qemu_in_coroutine()) {

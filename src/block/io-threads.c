@@ -2,9 +2,9 @@
  * The thread-pool block engine: what works everywhere.
  *
  * Each request is one job on the context's thread pool (thread-pool.c):
- * the worker loops preadv()/pwritev2() until the transfer is complete, so
- * short transfers, -EINTR and -EAGAIN never reach the caller, and the job's
- * completion wakes the coroutine in its own context.  There is no batching
+ * the worker loops preadv()/pwritev2() until block_rw_step() resolves the
+ * transfer, so short transfers, -EINTR and -EAGAIN never reach the caller,
+ * and the job's completion wakes the coroutine in its own context.  There is no batching
  * to do: the pool hands jobs to idle workers as they come.
  */
 #define _GNU_SOURCE
@@ -39,43 +39,15 @@ static int threads_rw(ThreadsReq *req)
 {
     QEMUIOVector *qiov = req->qiov;
     QEMUIOVector rest = { 0 };
-    const struct iovec *iov = qiov->iov;
-    int niov = qiov->niov;
     size_t done = 0;
-    int ret = 0;
+    int ret;
 
-    while (done < qiov->size) {
-        ssize_t n = rw_once(req, iov, niov, req->offset + done);
+    do {
+        QEMUIOVector *left = done ? &rest : qiov;
+        ssize_t n = rw_once(req, left->iov, left->niov, req->offset + done);
 
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN) {
-                continue;
-            }
-            ret = -errno;
-            break;
-        }
-        if (n == 0) {
-            if (req->type == QEMU_AIO_READ) {
-                /* End of file: what lies past it reads as zeroes. */
-                qemu_iovec_memset(qiov, done, 0, qiov->size - done);
-            } else {
-                ret = -ENOSPC;
-            }
-            break;
-        }
-        done += (size_t)n;
-        if (done < qiov->size) {
-            /* Short transfer: go on with what is left. */
-            if (!rest.iov) {
-                qemu_iovec_init(&rest, qiov->niov);
-            } else {
-                qemu_iovec_reset(&rest);
-            }
-            qemu_iovec_concat(&rest, qiov, done, qiov->size - done);
-            iov = rest.iov;
-            niov = rest.niov;
-        }
-    }
+        ret = block_rw_step(req->type, qiov, &done, &rest, n < 0 ? -errno : n);
+    } while (ret == BLOCK_RW_AGAIN);
     if (rest.iov) {
         qemu_iovec_destroy(&rest);
     }

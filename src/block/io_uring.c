@@ -268,56 +268,16 @@ static void luring_done(LuringCB *cb, int ret)
     aio_co_wake(cb->co);
 }
 
-/* Queue the part of the transfer that is left. */
-static void luring_continue(LuringCB *cb)
-{
-    size_t size = cb->qiov->size;
-
-    if (!cb->rest.iov) {
-        qemu_iovec_init(&cb->rest, cb->qiov->niov);
-    } else {
-        qemu_iovec_reset(&cb->rest);
-    }
-    qemu_iovec_concat(&cb->rest, cb->qiov, cb->done, size - cb->done);
-    if (!luring_queue(cb)) {
-        luring_done(cb, -ENOMEM);
-    }
-}
-
 static void luring_cqe_cb(CqeHandler *handler)
 {
     LuringCB *cb = container_of(handler, LuringCB, handler);
-    int res = handler->res;
+    int ret = block_rw_step(cb->type, cb->qiov, &cb->done, &cb->rest,
+                            handler->res);
 
-    if (res == -EINTR || res == -EAGAIN) {
-        /* Not a result: try again, from where the transfer stands. */
-        if (cb->done) {
-            luring_continue(cb);
-        } else if (!luring_queue(cb)) {
-            luring_done(cb, -ENOMEM);
-        }
-        return;
-    }
-    if (res < 0) {
-        luring_done(cb, res);
-        return;
-    }
-    if (cb->type != QEMU_AIO_READ && cb->type != QEMU_AIO_WRITE) {
-        luring_done(cb, 0);
-        return;
-    }
-    cb->done += (size_t)res;
-    if (cb->done >= cb->qiov->size) {
-        luring_done(cb, 0);
-    } else if (res == 0 && cb->type == QEMU_AIO_READ) {
-        /* End of file: what lies past it reads as zeroes. */
-        qemu_iovec_memset(cb->qiov, cb->done, 0, cb->qiov->size - cb->done);
-        luring_done(cb, 0);
-    } else if (res == 0) {
-        /* A write that moved nothing would move nothing again. */
-        luring_done(cb, -ENOSPC);
-    } else {
-        luring_continue(cb);
+    if (ret != BLOCK_RW_AGAIN) {
+        luring_done(cb, ret);
+    } else if (!luring_queue(cb)) {
+        luring_done(cb, -ENOMEM);
     }
 }
 

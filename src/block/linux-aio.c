@@ -181,56 +181,15 @@ static void laio_queue(LaioCB *cb)
     }
 }
 
-static void laio_continue(LaioCB *cb)
-{
-    if (!cb->rest.iov) {
-        qemu_iovec_init(&cb->rest, cb->qiov->niov);
-    } else {
-        qemu_iovec_reset(&cb->rest);
-    }
-    qemu_iovec_concat(&cb->rest, cb->qiov, cb->done,
-                      cb->qiov->size - cb->done);
-    laio_queue(cb);
-}
-
 /* The kernel finished @cb's iocb with @res: resolve or go on. */
 static void laio_complete(LaioCB *cb, long res)
 {
-    if (res == -EINTR || res == -EAGAIN) {
-        if (cb->done) {
-            laio_continue(cb);
-        } else {
-            laio_queue(cb);
-        }
-        return;
-    }
-    if (cb->type != QEMU_AIO_READ && cb->type != QEMU_AIO_WRITE) {
-        laio_resolve(cb, res < 0 ? (int)res : 0);
-        return;
-    }
-    if (res < 0) {
-        if (res == -EINVAL && cb->done && cb->type == QEMU_AIO_READ) {
-            /*
-             * The rest of an O_DIRECT read that stopped at an unaligned
-             * end of file starts unaligned: it is past the end.
-             */
-            res = 0;
-        } else {
-            laio_resolve(cb, (int)res);
-            return;
-        }
-    }
-    cb->done += (size_t)res;
-    if (cb->done >= cb->qiov->size) {
-        laio_resolve(cb, 0);
-    } else if (res == 0 && cb->type == QEMU_AIO_READ) {
-        /* End of file: what lies past it reads as zeroes. */
-        qemu_iovec_memset(cb->qiov, cb->done, 0, cb->qiov->size - cb->done);
-        laio_resolve(cb, 0);
-    } else if (res == 0) {
-        laio_resolve(cb, -ENOSPC);
+    int ret = block_rw_step(cb->type, cb->qiov, &cb->done, &cb->rest, res);
+
+    if (ret == BLOCK_RW_AGAIN) {
+        laio_queue(cb);
     } else {
-        laio_continue(cb);
+        laio_resolve(cb, ret);
     }
 }
 
