@@ -36,7 +36,6 @@ struct LuringState {
     struct io_uring ring;
     bool ring_ok;
     unsigned queued;
-    unsigned inflight;
     QEMUBH *submit_bh;
 };
 
@@ -118,7 +117,6 @@ static bool private_reap(LuringState *s)
         io_uring_get_events(&s->ring);
         flushed = true;
     }
-    s->inflight -= total;
     if (total && s->queued) {
         qemu_bh_schedule(s->submit_bh);
     }
@@ -253,7 +251,6 @@ static bool luring_queue(LuringCB *cb)
     prep_sqe(cb, sqe);
     io_uring_sqe_set_data(sqe, &cb->handler);
     block_count_requests(ctx, 1);
-    s->inflight++;
     if (++s->queued >= cb->max_batch) {
         private_submit(s);
     } else if (s->queued == 1) {
