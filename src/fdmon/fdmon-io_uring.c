@@ -159,18 +159,28 @@ static void release_node(AioContext *ctx, AioHandler *node)
     aio_handler_release(ctx, node);
 }
 
+/* The SQ went to the kernel: one submit for the block requests it held. */
+static void count_block_submit(AioContext *ctx)
+{
+    FDMonIoUring *s = state(ctx);
+
+    if (s->block_queued) {
+        s->block_queued = 0;
+        qatomic_set(&ctx->block_stats.submits, ctx->block_stats.submits + 1);
+    }
+}
+
 /*
- * Every submission goes through here, so that the block requests it hands
- * over are counted (AioloopBlockStats.submits).
+ * Every submission but wait()'s submit-and-wait goes through here, so that
+ * the block requests it hands over are counted (AioloopBlockStats.submits).
  */
 static int ring_submit(AioContext *ctx)
 {
     FDMonIoUring *s = state(ctx);
     int ret = io_uring_submit(&s->ring);
 
-    if (ret > 0 && s->block_queued) {
-        s->block_queued = 0;
-        qatomic_set(&ctx->block_stats.submits, ctx->block_stats.submits + 1);
+    if (ret > 0) {
+        count_block_submit(ctx);
     }
     return ret;
 }
@@ -470,10 +480,8 @@ static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerList *ready_list,
         ret = io_uring_submit_and_wait_timeout(ring, &cqe, 1,
                                                timeout > 0 ? &ts : NULL,
                                                NULL);
-        if ((ret >= 0 || ret == -ETIME) && state(ctx)->block_queued) {
-            state(ctx)->block_queued = 0;
-            qatomic_set(&ctx->block_stats.submits,
-                        ctx->block_stats.submits + 1);
+        if (ret >= 0 || ret == -ETIME) {
+            count_block_submit(ctx);
         }
     }
     count += reap(ctx, ready_list);
