@@ -2,7 +2,7 @@
 #
 # scripts/deps.sh SET... : install the Debian packages that are missing.
 #
-# SET is one or more of: build, check, bench (check and bench include
+# SET is one or more of: build, check, bench, demo (each includes
 # build).  A package counts as present when dpkg says it is installed or,
 # for a tool, when its command is on PATH.  Nothing is fetched when nothing
 # is missing; otherwise "apt-get update" runs once, then "apt-get install"
@@ -10,18 +10,27 @@
 # listed and the script exits 1.
 set -euo pipefail
 
-build_pkgs="gcc g++ clang meson ninja-build pkg-config liburing-dev libaio-dev python3"
+build_pkgs="gcc g++ clang meson ninja-build pkg-config liburing-dev libaio-dev python3
+            libjansson-dev"
 # valgrind: valgrind/valgrind.h, to register coroutine stacks (optional at
 # build time, wanted for checks that run under valgrind).
 # GLib is optional for the library; the GSource tests need it.
-check_pkgs="spin valgrind libglib2.0-dev"
+# qemu-utils, libnbd-bin, fio: the NBD clients the daemon is tested with;
+# libclang-rt-14-dev: libFuzzer for the NBD protocol fuzz target.
+check_pkgs="spin valgrind libglib2.0-dev qemu-utils libnbd-bin fio
+            libclang-rt-14-dev"
 # fio: the peer of the block I/O benchmark (bench/b1-blockio.sh).
-bench_pkgs="libuv1-dev libev-dev libevent-dev libglib2.0-dev gnuplot-nox fio"
+# qemu-utils (qemu-nbd), nbdkit, libnbd-bin: the NBD daemon's peers and
+# clients (bench/n1-nbd.sh).
+bench_pkgs="libuv1-dev libev-dev libevent-dev libglib2.0-dev gnuplot-nox fio
+            qemu-utils nbdkit libnbd-bin"
 
 # The command a tool package provides (empty for libraries: dpkg only).
 pkg_command() {
     case "$1" in
-        gcc | g++ | clang | meson | pkg-config | python3 | spin | valgrind | fio) echo "$1" ;;
+        gcc | g++ | clang | meson | pkg-config | python3 | spin | valgrind | fio | nbdkit) echo "$1" ;;
+        qemu-utils) echo qemu-nbd ;;
+        libnbd-bin) echo nbdcopy ;;
         ninja-build) echo ninja ;;
         gnuplot-nox) echo gnuplot ;;
         *) echo "" ;;
@@ -47,7 +56,8 @@ for set in "$@"; do
         build) ;;
         check) want="$want $check_pkgs" ;;
         bench) want="$want $bench_pkgs" ;;
-        *) echo "deps.sh: unknown package set '$set' (build, check, bench)" >&2
+        demo) want="$want $check_pkgs" ;;
+        *) echo "deps.sh: unknown package set '$set' (build, check, bench, demo)" >&2
            exit 2 ;;
     esac
 done
