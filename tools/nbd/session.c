@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,7 +157,9 @@ static int coroutine_fn opt_list(NBDClient *client, uint32_t len)
         nbd_st32(buf, (uint32_t)n);
         memcpy(buf + 4, exp->name, n);
         d = exp->description ? strlen(exp->description) : 0;
-        memcpy(buf + 4 + n, exp->description, d);
+        if (d) {
+            memcpy(buf + 4 + n, exp->description, d);
+        }
         ret = opt_reply(client, NBD_OPT_LIST, NBD_REP_SERVER, buf,
                         (uint32_t)(4 + n + d));
         if (ret < 0) {
@@ -543,15 +546,97 @@ static int coroutine_fn send_read(NBDClient *client, const NBDRequest *req,
     return client_send(client, iov, 2);
 }
 
+/*
+ * Request buffers, cached per thread.  Every request needs one (aligned for
+ * O_DIRECT), and glibc serves 4 KiB-aligned blocks from the top of the heap:
+ * allocating and freeing them per request moved the break (brk) back and
+ * forth once per loop iteration.  A trip frees its buffer in the thread that
+ * allocated it (an export does not move while requests are in flight), so
+ * a thread-local cache per power-of-two size needs no lock.
+ */
+#define BUF_MIN_SHIFT 12            /* 4 KiB */
+#define BUF_MAX_SHIFT 20            /* 1 MiB: larger ones are not cached */
+#define BUF_CACHE_BYTES (16u << 20) /* per thread */
+
+typedef struct BufCache {
+    void *free[BUF_MAX_SHIFT - BUF_MIN_SHIFT + 1][32];
+    unsigned count[BUF_MAX_SHIFT - BUF_MIN_SHIFT + 1];
+    size_t bytes;
+} BufCache;
+
+static __thread BufCache *buf_cache;
+static pthread_key_t buf_cache_key;
+static pthread_once_t buf_cache_once = PTHREAD_ONCE_INIT;
+
+/* At thread exit (an IOThread stopping): free what the thread cached. */
+static void buf_cache_destroy(void *opaque)
+{
+    BufCache *bc = opaque;
+
+    for (unsigned c = 0; c <= BUF_MAX_SHIFT - BUF_MIN_SHIFT; c++) {
+        while (bc->count[c]) {
+            free(bc->free[c][--bc->count[c]]);
+        }
+    }
+    free(bc);
+    buf_cache = NULL;
+}
+
+static void buf_cache_key_init(void)
+{
+    pthread_key_create(&buf_cache_key, buf_cache_destroy);
+}
+
+static int buf_class(size_t len)
+{
+    int shift = BUF_MIN_SHIFT;
+
+    while (((size_t)1 << shift) < len) {
+        shift++;
+    }
+    return shift > BUF_MAX_SHIFT ? -1 : shift - BUF_MIN_SHIFT;
+}
+
 static void *buf_alloc(size_t len)
 {
+    int cls = buf_class(len);
     void *p = NULL;
 
-    /* Aligned for O_DIRECT; len 0 still gets a real pointer. */
-    if (posix_memalign(&p, 4096, len ? len : 1)) {
+    if (cls >= 0) {
+        BufCache *bc = buf_cache;
+
+        if (bc && bc->count[cls]) {
+            bc->bytes -= (size_t)1 << (cls + BUF_MIN_SHIFT);
+            return bc->free[cls][--bc->count[cls]];
+        }
+        len = (size_t)1 << (cls + BUF_MIN_SHIFT);
+    }
+    if (posix_memalign(&p, 4096, len)) {
         return NULL;
     }
     return p;
+}
+
+static void buf_free(void *p, size_t len)
+{
+    int cls = buf_class(len);
+    BufCache *bc = buf_cache;
+
+    if (!p) {
+        return;
+    }
+    if (cls >= 0 && !bc) {
+        bc = buf_cache = calloc(1, sizeof(*bc));
+        pthread_once(&buf_cache_once, buf_cache_key_init);
+        pthread_setspecific(buf_cache_key, bc);
+    }
+    if (cls >= 0 && bc && bc->count[cls] < 32 &&
+        bc->bytes + ((size_t)1 << (cls + BUF_MIN_SHIFT)) <= BUF_CACHE_BYTES) {
+        bc->free[cls][bc->count[cls]++] = p;
+        bc->bytes += (size_t)1 << (cls + BUF_MIN_SHIFT);
+        return;
+    }
+    free(p);
 }
 
 typedef struct FallocJob {
@@ -607,7 +692,7 @@ static int coroutine_fn write_zeroes_slow(NBDExport *exp, uint64_t offset,
         offset += n;
         len -= n;
     }
-    free(zero);
+    buf_free(zero, chunk);
     return ret;
 }
 
@@ -843,7 +928,7 @@ static int coroutine_fn read_request(NBDClient *client, NBDRequest *req,
     if (req->type == NBD_CMD_WRITE) {
         ret = chan_read(&client->chan, *payload, req->len);
         if (ret < 0) {
-            free(*payload);
+            buf_free(*payload, req->len);
             *payload = NULL;
             return ret;
         }
@@ -936,7 +1021,7 @@ void coroutine_fn nbd_client_trip_co(void *opaque)
     } else {
         handle_request(client, &req, payload);
     }
-    free(payload);
+    buf_free(payload, req.len);
 
     client->nb_requests--;
     client->inflight_bytes -= bytes;
