@@ -160,9 +160,24 @@ int coroutine_fn chan_fill(NBDChannel *c)
             return 0;
         }
         c->rpos = c->rend = 0;
+        /*
+         * The last recv() left room in the buffer: the socket was empty
+         * then, and most likely still is.  Wait for readable first and save
+         * the recv() that would say EAGAIN (one per request at QD1); the
+         * handler is level-triggered, so data that came meanwhile wakes us
+         * at once.
+         */
+        if (c->drained) {
+            c->drained = false;
+            n = chan_wait_readable(c);
+            if (n < 0) {
+                return (int)n;
+            }
+        }
         n = chan_recv(c, c->rbuf, CHAN_RBUF_SIZE);
         if (n > 0) {
             c->rend = (size_t)n;
+            c->drained = n < CHAN_RBUF_SIZE;
             return 0;
         }
         if (n != -EAGAIN) {

@@ -32,6 +32,7 @@ typedef struct NBDChannel {
     bool write_handler;
     bool interrupted;         /* chan_interrupt() woke the reader */
     bool eof;
+    bool drained;             /* the last recv() did not fill its buffer */
     uint8_t *rbuf;
     size_t rpos, rend;        /* unread bytes are rbuf[rpos, rend) */
 } NBDChannel;
