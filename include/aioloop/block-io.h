@@ -237,6 +237,30 @@ AIOLOOP_API int coroutine_fn aioloop_co_flush(int fd);
 AIOLOOP_API int coroutine_fn aioloop_co_fsync(int fd);
 
 /**
+ * aioloop_co_submit: One request through a chosen engine.
+ * @engine: the engine for this request, or AIOLOOP_BLOCK_ENGINE_AUTO for the
+ *          current context's engine (as aioloop_co_preadv() and friends)
+ * @fd: the file
+ * @offset: the file offset (ignored for flushes)
+ * @qiov: the buffers (NULL for flushes)
+ * @type: QEMU_AIO_READ, QEMU_AIO_WRITE, QEMU_AIO_FLUSH or AIOLOOP_AIO_FSYNC
+ * @flags: BDRV_REQ_FUA or 0
+ *
+ * QEMU picks the engine per block node (aio=io_uring|native|threads), all
+ * nodes of a context sharing its per-context engine state; this is that
+ * model for callers that serve several files with different engines from
+ * one context.  An engine not yet set up on the current context is set up
+ * on first use; if it cannot be, the request fails with -ENOTSUP and the
+ * reason is reported on stderr.
+ *
+ * Returns: 0 on success, -errno on failure (the semantics above).
+ */
+AIOLOOP_API int coroutine_fn aioloop_co_submit(AioloopBlockEngine engine,
+                                               int fd, uint64_t offset,
+                                               QEMUIOVector *qiov, int type,
+                                               BdrvRequestFlags flags);
+
+/**
  * AioloopBlockStats: block I/O counters of a context (our addition).
  * @engine: the engine in use (AUTO while none was chosen yet)
  * @requests: requests submitted to the kernel or the pool, resubmissions of

@@ -275,6 +275,31 @@ int coroutine_fn aioloop_co_fsync(int fd)
     return co_request("aioloop_co_fsync", fd, 0, NULL, AIOLOOP_AIO_FSYNC, 0);
 }
 
+int coroutine_fn aioloop_co_submit(AioloopBlockEngine engine, int fd,
+                                   uint64_t offset, QEMUIOVector *qiov,
+                                   int type, BdrvRequestFlags flags)
+{
+    AioContext *ctx = qemu_get_current_aio_context();
+    const BlockEngineOps *ops;
+    Error *err = NULL;
+
+    if (engine == AIOLOOP_BLOCK_ENGINE_AUTO) {
+        return co_request("aioloop_co_submit", fd, offset, qiov, type, flags);
+    }
+    block_check_caller(ctx, "aioloop_co_submit");
+    ops = engine_by_id(engine);
+    if (!ops) {
+        return -EINVAL;
+    }
+    /* setup() is cheap once done: it finds the context's state. */
+    if (ops->setup(ctx, &err) < 0) {
+        error_prepend(&err, "aioloop_co_submit: ");
+        error_report_err(err);
+        return -ENOTSUP;
+    }
+    return block_co_submit(ctx, ops, fd, offset, qiov, type, flags, 0);
+}
+
 void aioloop_block_get_stats(AioContext *ctx, AioloopBlockStats *stats)
 {
     stats->engine = qatomic_read(&ctx->block_stats.engine);
