@@ -4,7 +4,7 @@
     ackwriter.py write SOCKET EXPORT START LEN LOG [DEPTH]
     ackwriter.py check IMAGE LOG...
 
-`write` sends non-overlapping writes (512 B .. 64 KiB, contents derived
+`write` sends non-overlapping writes (4 KiB .. 64 KiB, contents derived
 from the offset) one after the other through [START, START+LEN), DEPTH
 (default 16) in flight, and appends "offset length" to LOG as soon as the
 server acknowledges one (line-buffered, so it survives the server going
@@ -63,7 +63,9 @@ def write(sock, export, start, length, log_path, depth=16):
     off = start
     try:
         while off < end and not state["closed"]:
-            ln = min(rng.choice([512, 4096, 4096, 8192, 65536, 32768, 1536]), end - off)
+            # multiples of 4 KiB: an O_DIRECT export may advertise (and enforce)
+            # a minimum block size of 4096
+            ln = min(rng.choice([4096, 4096, 8192, 12288, 65536, 32768]), end - off)
             data = payload(off, ln)
             sem.acquire()
             if state["closed"]:

@@ -28,7 +28,9 @@ NBD_STOP_TIMEOUT=${NBD_STOP_TIMEOUT:-60}
 
 # pids to kill on exit (daemons and background clients)
 NBD_PIDS=()
+NBD_SERVER_PIDS=()
 WORK=
+D_LOG=
 
 log() { printf '%s: %s\n' "$NBD_TEST_NAME" "$*"; }
 die() {
@@ -52,6 +54,13 @@ nbd_is_aioloop() { [ "$NBD_BACKEND" = aioloop ]; }
 nbd_cleanup() {
     local rc=$? pid i
     trap - EXIT INT TERM
+    if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ -s "${D_LOG:-}" ]; then
+        log "last lines of the server's stderr ($D_LOG):"
+        tail -n 30 "$D_LOG" | sed 's/^/    | /' >&2
+    fi
+    for pid in "${NBD_SERVER_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null || log "server $pid is not running (crashed?)"
+    done
     for pid in "${NBD_PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
