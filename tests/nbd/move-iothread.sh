@@ -27,7 +27,7 @@ fio_loop() {
         if ! fio --name=mv --ioengine=nbd "--uri=$uri" --rw=randwrite \
                 --bsrange=512-64k --size=${REGION_MIB}M \
                 --offset_increment=${REGION_MIB}M --numjobs=$JOBS \
-                --iodepth=8 --randrepeat=0 --verify=crc32c --verify_backlog=32 \
+                --iodepth=8 --loops=2 --randrepeat=0 --verify=crc32c --verify_backlog=32 \
                 --verify_fatal=1 --group_reporting \
                 --output="$WORK/fio-$pass.out" >/dev/null 2>"$WORK/fio-$pass.err"; then
             echo "$pass" >"$WORK/fio.failed"
@@ -66,11 +66,18 @@ ids = sorted(t["id"] for t in ths)
 assert ids == ["io0", "io1"], "query-iothreads: %r" % ids
 order = ["io1", None, "io0"]
 busy = 0
+inflight = 0
 t0 = time.time()
 for i in range(moves):
     if os.path.exists(os.path.join(work, "fio.failed")):
         sys.exit("fio failed during move %d" % i)
     target = order[i % 3]
+    # move while clients are connected (between two fio passes there are
+    # none for a moment): wait for them, up to 5 s
+    for _ in range(100):
+        if any(e["clients"] for e in q.cmd("query-exports")):
+            break
+        time.sleep(0.05)
     q.cmd("export-set-iothread", {"id": "disk", "iothread": target})
     exp = [e for e in q.cmd("query-exports") if e["id"] == "disk"]
     assert len(exp) == 1, "query-exports: %r" % exp
@@ -78,8 +85,10 @@ for i in range(moves):
         sys.exit("move %d: export in %r, expected %r" % (i, exp[0]["iothread"], target))
     if exp[0]["clients"] > 0:
         busy += 1
+    inflight += exp[0].get("in-flight", 0) > 0
     time.sleep(random.uniform(0, 0.03))
-print("    %d moves in %.1f s, %d of them with clients connected" % (moves, time.time() - t0, busy))
+print("    %d moves in %.1f s, %d of them with clients connected, %d with requests in flight"
+      % (moves, time.time() - t0, busy, inflight))
 print("    iothreads: " + ", ".join("%s %d iterations" % (t["id"], t.get("iterations", -1))
                                     for t in q.cmd("query-iothreads")))
 q.close()
