@@ -12,7 +12,9 @@
 # bench/results/results-<date>.txt (also copied to results/latest.txt),
 # with results/w2-poll-window.{dat,png}.  B1 (b1-blockio.sh) writes a test
 # file in $BENCH_DIR (default /var/tmp) and needs fio; BENCH_SKIP_B1=1 leaves
-# it out.
+# it out.  N1 (n1-nbd.sh: aioloop-nbd next to qemu-nbd and nbdkit, through
+# fio's nbd engine and nbdcopy) needs tools/nbd/aioloop-nbd (jansson), fio
+# and nbdcopy, and an image in $BENCH_DIR; BENCH_SKIP_N1=1 leaves it out.
 set -u -o pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -75,6 +77,22 @@ if [ "${BENCH_SKIP_B1:-0}" != 1 ]; then
         status=1
     fi
     echo "# b1-blockio took $(( $(date +%s) - t0 )) s" | tee -a "$out"
+fi
+
+if [ "${BENCH_SKIP_N1:-0}" != 1 ]; then
+    echo "" | tee -a "$out"
+    t0=$(date +%s)
+    if ninja -C "$build" tools/nbd/aioloop-nbd >/dev/null 2>&1; then
+        timeout 1500 bash "$here/n1-nbd.sh" "$build" 2>&1 | tee -a "$out"
+        rc=$?
+        if [ $rc -ne 0 ]; then
+            echo "# n1-nbd FAILED (exit $rc)" | tee -a "$out"
+            status=1
+        fi
+    else
+        echo "skipped: N1: tools/nbd/aioloop-nbd does not build in $build (jansson missing?)" | tee -a "$out"
+    fi
+    echo "# n1-nbd took $(( $(date +%s) - t0 )) s" | tee -a "$out"
 fi
 
 dat="$results/w2-poll-window.dat"
