@@ -80,7 +80,7 @@ done
 servers=$sv
 
 export AIOLOOP_TEST_DIR=${BENCH_DIR:-/var/tmp}
-# shellcheck source=tests/nbd/lib.sh
+# shellcheck source-path=SCRIPTDIR/.. source=tests/nbd/lib.sh
 . "$src/tests/nbd/lib.sh"
 set +e
 NBD_TEST_NAME=n1

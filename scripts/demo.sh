@@ -16,7 +16,7 @@ if [ ! -x "$DAEMON" ]; then
     exit 1
 fi
 export NBD_BACKEND=aioloop
-# shellcheck source=tests/nbd/lib.sh
+# shellcheck source-path=SCRIPTDIR/.. source=tests/nbd/lib.sh
 . "$ROOT/tests/nbd/lib.sh"
 NBD_TEST_NAME=demo
 need qemu-img qemu-io nbdinfo nbdcopy fio

@@ -2,6 +2,7 @@
 # Handshake: what clients see of the exports (nbdinfo, qemu-img info), over
 # UNIX and TCP.
 #   handshake.sh [PATH-TO-aioloop-nbd]
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 nbd_init "$@"
 need nbdinfo qemu-img
@@ -131,6 +132,6 @@ if nbd_is_aioloop; then
     expect_field is_read_only true "ro over TCP"
 fi
 
-nbd_alive
+nbd_alive "at the end"
 nbd_stop
 log "PASS"

@@ -4,6 +4,7 @@
 # (main loop); the backing files are compared with a model afterwards.  A
 # read-only export refuses writes and keeps its data.
 #   integrity.sh [PATH-TO-aioloop-nbd]
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 nbd_init "$@"
 need qemu-io
@@ -67,7 +68,7 @@ for cmd in "write -P 0x55 0 4096" "write -z 0 4096" "discard 0 4096"; do
 done
 qemu-io -r -f raw "$(nbd_uri ro)" -c "read 0 4M" >/dev/null || die "reading the read-only export failed"
 
-nbd_alive
+nbd_alive "at the end"
 nbd_stop
 [ "$(sha256sum <"$WORK/ro.img")" = "$sha_ro" ] || die "the read-only image changed"
 for n in wb direct; do

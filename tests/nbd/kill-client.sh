@@ -4,7 +4,7 @@
 # same export: the daemon keeps serving, the other client completes, the
 # dead clients' connections go away, SIGTERM exits 0.
 #   kill-client.sh [PATH-TO-aioloop-nbd]
-# shellcheck source=tests/nbd/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 nbd_init "$@"
 need fio nbdcopy nbdinfo
@@ -94,6 +94,6 @@ if nbd_is_aioloop; then
     done
     [ "$n" = 0 ] || die "$n clients still attached 10 s after all of them went away"
 fi
-nbd_alive
+nbd_alive "at the end"
 nbd_stop
 log "PASS"

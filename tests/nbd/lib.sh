@@ -223,6 +223,7 @@ nbd_start() {
             NBD_SOCKS+=("$sock")
             _start_peer "$spec" "$name" "$file" "$WORK/server-$i.pid" --unix "$sock"
             NBD_SERVER_PIDS+=("$SERVER_PID")
+            # shellcheck disable=SC2034 # D_PID is for the callers
             [ $i != 0 ] || D_PID=$SERVER_PID
             if [ $i = 0 ] && [ $tcp = 1 ]; then
                 _start_peer "$spec" "$name" "$file" "$WORK/server-tcp.pid" --tcp "$D_PORT"

@@ -5,7 +5,7 @@
 # case a fresh nbdinfo works; the daemon still runs at the end and exits 0
 # on SIGTERM.  MALFORMED_CASES=a,b runs only these cases.
 #   malformed.sh [PATH-TO-aioloop-nbd]
-# shellcheck source=tests/nbd/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 nbd_init "$@"
 need nbdinfo

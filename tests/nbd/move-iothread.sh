@@ -5,7 +5,7 @@
 # writes and verified reads.  No client error, no verify error, the daemon
 # exits 0 on SIGTERM.
 #   move-iothread.sh [PATH-TO-aioloop-nbd]
-# shellcheck source=tests/nbd/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 nbd_init "$@"
 need fio
@@ -107,6 +107,6 @@ log "fio: $(cat "$WORK/fio.passes") passes of $JOBS verified jobs, all clean"
 fio --name=check --ioengine=nbd "--uri=$uri" --rw=read --bs=64k --size=${REGION_MIB}M \
     --offset_increment=${REGION_MIB}M --numjobs=$JOBS --group_reporting \
     --output="$WORK/fio-read.out" >/dev/null 2>&1 || die "reading after the moves failed"
-nbd_alive
+nbd_alive "at the end"
 nbd_stop
 log "PASS"

@@ -3,7 +3,7 @@
 # compare checksums; then block status: nbdinfo --map of a sparse image
 # matches the file's holes (SEEK_DATA/SEEK_HOLE).
 #   nbdcopy.sh [PATH-TO-aioloop-nbd]
-# shellcheck source=tests/nbd/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 nbd_init "$@"
 need nbdcopy nbdinfo
@@ -46,7 +46,7 @@ nbdcopy --connections=4 --requests=32 --request-size=65536 "$(nbd_uri dst)" "$WO
     die "nbdcopy --connections=4 failed"
 [ "$(sha256sum <"$WORK/out.img")" = "$want" ] || die "4-connection copy differs"
 rm -f "$WORK/out.img"
-nbd_alive
+nbd_alive "at the end"
 
 # block status against SEEK_DATA/SEEK_HOLE
 nbdinfo --map --json "$(nbd_uri sparse)" >"$WORK/map.json" || die "nbdinfo --map failed"
@@ -98,6 +98,6 @@ EOF
 nbdcopy "$(nbd_uri sparse)" "$WORK/sparse-out.img" || die "nbdcopy sparse -> file failed"
 cmp "$WORK/sparse.img" "$WORK/sparse-out.img" || die "sparse copy differs"
 
-nbd_alive
+nbd_alive "at the end"
 nbd_stop
 log "PASS"

@@ -4,7 +4,7 @@
 # acknowledged write; the daemon gets SIGTERM mid-load, must exit 0, and
 # every acknowledged write must be in the files.
 #   sigterm.sh [PATH-TO-aioloop-nbd]
-# shellcheck source=tests/nbd/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 nbd_init "$@"
 
@@ -33,7 +33,7 @@ for ((i = 0; i < 600; i++)); do
     [ $ready -lt 4 ] || break
     sleep 0.05
 done
-[ $ready = 4 ] || die "only $ready of 4 writers got 100 writes acknowledged in 30 s"
+[ "$ready" = 4 ] || die "only $ready of 4 writers got 100 writes acknowledged in 30 s"
 acked=$(cat "$WORK"/ack-*.log | wc -l)
 log "SIGTERM with $acked writes acknowledged"
 nbd_stop   # dies unless the exit status is 0
