@@ -59,7 +59,12 @@ nbd_cleanup() {
         tail -n 30 "$D_LOG" | sed 's/^/    | /' >&2
     fi
     for pid in "${NBD_SERVER_PIDS[@]}"; do
-        kill -0 "$pid" 2>/dev/null || log "server $pid is not running (crashed?)"
+        if ! kill -0 "$pid" 2>/dev/null; then
+            i=0
+            wait "$pid" 2>/dev/null || i=$?
+            log "server $pid was not running any more: exit status $i" \
+                "(0: a clean shutdown, >128: killed by signal $((i > 128 ? i - 128 : 0)))"
+        fi
     done
     for pid in "${NBD_PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
