@@ -1,0 +1,57 @@
+#!/bin/bash
+# SIGTERM while a client is stalled in the middle of a write payload (it
+# sent the header and half of the data, then nothing): the daemon must still
+# exit 0 promptly (qemu-nbd exits at once and closes the connection), the
+# half-sent write is never acknowledged, and a write acknowledged just before
+# is on disk.  The stalled client never closes by itself (no socket timeout
+# while it waits), so a daemon that waits for it never exits.
+#   stalled-client.sh [PATH-TO-aioloop-nbd]
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+nbd_init "$@"
+
+LIMIT=${NBD_STALL_LIMIT:-20}
+mkimage "$WORK/d.img" 64M
+nbd_start --iothreads 1 "id=d,file=$WORK/d.img,writable=on,iothread=io0"
+
+"$PYTHON" - "$(nbd_sock d)" "$WORK/stalled" <<'EOF' >"$WORK/client.out" 2>&1 &
+import os, socket, sys
+sys.path.insert(0, os.environ["NBD_LIB_DIR"])
+import nbdclient as n
+c = n.Client(sys.argv[1], timeout=None).connect("d")
+assert c.write(1 << 20, b"\x5a" * 65536) == 0       # acknowledged
+c.send_request(n.CMD_WRITE, 0, 1 << 20, data=b"\xab" * (1 << 19))
+open(sys.argv[2], "w").close()
+data = c.wait_closed()                               # no timeout
+if data:
+    # only an error reply to the half-sent write is acceptable
+    magic, err = int.from_bytes(data[:4], "big"), int.from_bytes(data[4:8], "big")
+    print("server sent %d bytes before closing: magic %x error %d" % (len(data), magic, err))
+    sys.exit(0 if magic == n.SIMPLE_REPLY_MAGIC and err != 0 else 1)
+print("closed by the server")
+EOF
+client=$!
+NBD_PIDS+=("$client")
+for ((i = 0; i < 200; i++)); do [ -e "$WORK/stalled" ] && break; sleep 0.05; done
+[ -e "$WORK/stalled" ] || die "the client did not get its first write acknowledged"
+sleep 0.5
+kill -TERM "$D_PID"
+for ((i = 0; i < LIMIT * 10; i++)); do
+    kill -0 "$D_PID" 2>/dev/null || break
+    sleep 0.1
+done
+if kill -0 "$D_PID" 2>/dev/null; then
+    die "still running $LIMIT s after SIGTERM: it waits for a client stalled in the middle of a request"
+fi
+rc=0
+wait "$D_PID" || rc=$?
+nbd_forget "$D_PID"
+NBD_SERVER_PIDS=()
+[ $rc = 0 ] || die "exit status $rc after SIGTERM"
+wait "$client" || die "the client saw: $(cat "$WORK/client.out")"
+nbd_forget "$client"
+log "client: $(cat "$WORK/client.out")"
+cmp -s -n 65536 "$WORK/d.img" /dev/zero || die "the half-sent write reached the file"
+cmp -s -i $((1 << 20)):0 -n 65536 "$WORK/d.img" <(head -c 65536 /dev/zero | tr '\0' 'Z') ||
+    die "the acknowledged write is not in the file"
+log "PASS"
