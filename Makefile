@@ -54,4 +54,4 @@ install: deps-build
 	@scripts/install.sh "$(abspath $(PREFIX))" build-install
 
 clean:
-	rm -rf build build-asan build-tsan build-bench build-install
+	rm -rf build build-asan build-tsan build-ucontext build-bench build-install build-fuzz
