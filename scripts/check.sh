@@ -12,6 +12,9 @@
 #      qemu-user: CHECK_FLAVOURS="... aarch64"
 #   4. tests/integration/install-test.sh (install into a temporary prefix and
 #      build examples/hello.c against it, shared and static)
+#   5. scripts/fuzz.sh: aioloop-nbd's libFuzzer targets, built with clang in
+#      build-fuzz/ and run from their committed corpus for
+#      CHECK_FUZZ_SECONDS each (default 20; 0 skips the step)
 #
 # Each meson run's summary (Ok / Expected Fail / Fail / Unexpected Pass /
 # Skipped / Timeout) is added up, a build that fails counts as one failed
@@ -22,7 +25,8 @@
 # and the exit status is non-zero if anything failed or nothing passed.
 #
 # Environment: CHECK_FLAVOURS (default "default asan tsan ucontext") selects the
-# builds, CHECK_INSTALL_TEST=0 skips step 4, MESON_TEST_ARGS adds arguments
+# builds, CHECK_INSTALL_TEST=0 skips step 4, CHECK_FUZZ_SECONDS=0 skips
+# step 5, MESON_TEST_ARGS adds arguments
 # to every "meson test" (e.g. "--suite unit").
 set -uo pipefail
 
@@ -254,6 +258,20 @@ if [ "${CHECK_INSTALL_TEST:-1}" != 0 ]; then
         *) fail_step "install test (exit $rc)" ;;
     esac
     echo "check: install test took $(($(date +%s) - t0)) s"
+fi
+
+FUZZ_SECONDS=${CHECK_FUZZ_SECONDS:-20}
+if [ "$FUZZ_SECONDS" != 0 ]; then
+    note "fuzz (${FUZZ_SECONDS} s per target)"
+    t0=$(date +%s)
+    JOBS=$JOBS bash scripts/fuzz.sh "$FUZZ_SECONDS"
+    rc=$?
+    case $rc in
+        0) passed=$((passed + 1)) ;;
+        77) skipped=$((skipped + 1)) ;;
+        *) fail_step "fuzz (exit $rc; reproducers in build-fuzz/fuzz-artifacts)" ;;
+    esac
+    echo "check: fuzz took $(($(date +%s) - t0)) s"
 fi
 
 note "summary ($(($(date +%s) - start_all)) s)"

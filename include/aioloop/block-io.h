@@ -277,7 +277,8 @@ typedef struct AioloopBlockStats {
 } AioloopBlockStats;
 
 /**
- * aioloop_block_get_stats: Read @ctx's block I/O counters.  Home thread.
+ * aioloop_block_get_stats: Read @ctx's block I/O counters.  Any thread: each
+ * counter is read atomically, the set is not one snapshot.
  */
 AIOLOOP_API void aioloop_block_get_stats(AioContext *ctx,
                                          AioloopBlockStats *stats);

@@ -197,9 +197,9 @@ static int coroutine_fn block_co_submit(AioContext *ctx,
     if (fd < 0) {
         return -EBADF;
     }
-    ctx->block_stats.inflight++;
+    qatomic_set(&ctx->block_stats.inflight, ctx->block_stats.inflight + 1);
     ret = ops->co_submit(ctx, fd, offset, qiov, type, flags, dev_max_batch);
-    ctx->block_stats.inflight--;
+    qatomic_set(&ctx->block_stats.inflight, ctx->block_stats.inflight - 1);
     return ret;
 }
 

@@ -529,13 +529,25 @@ static void adjust_polling_time(AioContext *ctx, AioPolledState *poll,
 
         poll->ns = shrink ? poll->ns / shrink : 0;
     } else if (poll->ns < max_ns) {
-        /* There is room to grow: poll longer. */
+        /*
+         * There is room to grow: poll longer, and at least long enough to
+         * have caught this event (with a quarter to spare).  Doubling from
+         * 4 us alone needs four windows to reach a 30 us gap (a request
+         * from a client on the other CPU), and those four misses trip the
+         * back-off before a window ever catches one.  A producer that
+         * shares our CPU still backs us off: it only runs once we stop
+         * spinning, so every window misses however long it is.
+         */
         int64_t grow = qatomic_read(&ctx->poll_grow);
+        int64_t cover = event_ns + event_ns / 4;
 
         if (grow == 0) {
             grow = 2;
         }
         poll->ns = poll->ns ? poll->ns * grow : 4000;
+        if (poll->ns < cover) {
+            poll->ns = cover;
+        }
         if (poll->ns > max_ns) {
             poll->ns = max_ns;
         }

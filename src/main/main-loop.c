@@ -303,6 +303,10 @@ void main_loop_wait(int nonblocking)
 
     timeout = qemu_soonest_timeout(timeout, aio_source_prepare(ctx));
     timeout = qemu_soonest_timeout(timeout, aio_source_prepare(io));
+    if (!loop_pfds) {
+        /* Never NULL below: NULL + n is undefined even for n == 0. */
+        grow_pfds(16);
+    }
     for (;;) {
         n_main = aio_source_fds(ctx, loop_pfds, loop_pfds_alloc);
         n_io = aio_source_fds(io, loop_pfds + MIN(n_main, loop_pfds_alloc),
