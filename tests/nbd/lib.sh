@@ -100,6 +100,8 @@ nbd_init() {
         AIOLOOP_NBD=${1:-${AIOLOOP_NBD:-}}
         [ -n "$AIOLOOP_NBD" ] || die "usage: $0 PATH-TO-aioloop-nbd (or set AIOLOOP_NBD)"
         [ -x "$AIOLOOP_NBD" ] || die "$AIOLOOP_NBD is not executable"
+        # absolute: the test runs in $WORK (meson passes a relative path)
+        AIOLOOP_NBD=$(cd "$(dirname "$AIOLOOP_NBD")" && pwd)/$(basename "$AIOLOOP_NBD")
         ;;
     qemu-nbd) need qemu-nbd ;;
     nbdkit) need nbdkit ;;
@@ -110,6 +112,9 @@ nbd_init() {
     mkdir -p "$base"
     WORK=$(mktemp -d "$base/aioloop-nbd-$NBD_TEST_NAME.XXXXXX")
     trap nbd_cleanup EXIT
+    # clients that drop files in the current directory (fio's verify state)
+    # drop them in $WORK
+    cd "$WORK"
     trap 'exit 130' INT
     trap 'exit 143' TERM
     log "backend $NBD_BACKEND${AIOLOOP_NBD:+ ($AIOLOOP_NBD)}, files in $WORK"

@@ -27,7 +27,7 @@ fio_loop() {
         if ! fio --name=mv --ioengine=nbd "--uri=$uri" --rw=randwrite \
                 --bsrange=512-64k --size=${REGION_MIB}M \
                 --offset_increment=${REGION_MIB}M --numjobs=$JOBS \
-                --iodepth=8 --loops=2 --randrepeat=0 --verify=crc32c --verify_backlog=32 \
+                --iodepth=8 --loops=2 --randrepeat=0 --verify=crc32c --verify_state_save=0 --verify_backlog=32 \
                 --verify_fatal=1 --group_reporting \
                 --output="$WORK/fio-$pass.out" >/dev/null 2>"$WORK/fio-$pass.err"; then
             echo "$pass" >"$WORK/fio.failed"
