@@ -1,7 +1,9 @@
 #!/bin/bash
-# SIGTERM while a client is stalled in the middle of a write payload (it
-# sent the header and half of the data, then nothing): the daemon must still
-# exit 0 promptly (qemu-nbd exits at once and closes the connection), the
+# A client stalled in the middle of a write payload (it sent the header and
+# half of the data, then nothing) must not hold the daemon forever:
+# 1. (aioloop-nbd) export-set-iothread returns within the limit, and the
+#    export serves new clients afterwards;
+# 2. SIGTERM: the daemon must still exit 0 promptly (qemu-nbd exits at once and closes the connection), the
 # half-sent write is never acknowledged, and a write acknowledged just before
 # is on disk.  The stalled client never closes by itself (no socket timeout
 # while it waits), so a daemon that waits for it never exits.
@@ -11,8 +13,37 @@
 nbd_init "$@"
 
 LIMIT=${NBD_STALL_LIMIT:-20}
+need nbdinfo
 mkimage "$WORK/d.img" 64M
-nbd_start --iothreads 1 "id=d,file=$WORK/d.img,writable=on,iothread=io0"
+nbd_start --iothreads 1 --monitor "id=d,file=$WORK/d.img,writable=on,iothread=io0"
+
+# stall: a client that sends half of a 1 MiB write, then waits (no timeout)
+stall() {
+    "$PYTHON" -c '
+import os, sys, time
+sys.path.insert(0, os.environ["NBD_LIB_DIR"])
+import nbdclient as n
+c = n.Client(sys.argv[1], timeout=None).connect("d")
+c.send_request(n.CMD_WRITE, 2 << 20, 1 << 20, data=b"\xcd" * (1 << 19))
+open(sys.argv[2], "w").close()
+c.wait_closed()' "$(nbd_sock d)" "$1" &
+    BG_PID=$!
+    NBD_PIDS+=("$BG_PID")
+    for ((i = 0; i < 200; i++)); do [ -e "$1" ] && return; sleep 0.05; done
+    die "the stalling client did not connect"
+}
+
+if nbd_is_aioloop; then
+    stall "$WORK/stall1"
+    sleep 0.5
+    t0=$(date +%s)
+    timeout "$LIMIT" "$PYTHON" "$NBD_LIB_DIR/qmp.py" "$D_MON" export-set-iothread \
+        '{"id": "d", "iothread": null}' >/dev/null ||
+        die "export-set-iothread did not return within $LIMIT s with a client stalled mid-request"
+    log "export-set-iothread returned after $(( $(date +%s) - t0 )) s with a stalled client"
+    timeout "$LIMIT" nbdinfo --size "$(nbd_uri d)" >/dev/null ||
+        die "no new client served after the move"
+fi
 
 "$PYTHON" - "$(nbd_sock d)" "$WORK/stalled" <<'EOF' >"$WORK/client.out" 2>&1 &
 import os, socket, sys
@@ -51,6 +82,7 @@ NBD_SERVER_PIDS=()
 wait "$client" || die "the client saw: $(cat "$WORK/client.out")"
 nbd_forget "$client"
 log "client: $(cat "$WORK/client.out")"
+cmp -s -n $((4 << 20)) "$WORK/d.img" /dev/zero -i 2097152:0 || die "a half-sent write reached the file"
 cmp -s -n 65536 "$WORK/d.img" /dev/zero || die "the half-sent write reached the file"
 cmp -s -i $((1 << 20)):0 -n 65536 "$WORK/d.img" <(head -c 65536 /dev/zero | tr '\0' 'Z') ||
     die "the acknowledged write is not in the file"
