@@ -12,6 +12,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <stdlib.h>
@@ -109,9 +111,43 @@ static void export_quiesce_bh(void *opaque)
     pthread_mutex_unlock(&exp->lock);
 }
 
+/*
+ * In the export's context, once the drain has waited NBD_DRAIN_STALL_NS:
+ * cut off the clients still in the middle of sending a request.  Nothing
+ * of theirs was acknowledged (the request is not complete), and waiting
+ * for a client that stopped sending would hold the drain (a move, a
+ * delete, SIGTERM) forever.  Requests being served are not touched.
+ */
+static void export_cut_stalled_bh(void *opaque)
+{
+    NBDExport *exp = opaque;
+
+    pthread_mutex_lock(&exp->lock);
+    for (NBDClient *c = exp->clients; c; c = c->next) {
+        if (c->recv_running && !c->closing) {
+            fprintf(stderr, "aioloop-nbd: export '%s': disconnecting a "
+                    "client stalled in the middle of a request\n", exp->id);
+            c->closing = true;
+            shutdown(c->chan.fd, SHUT_RDWR);
+        }
+    }
+    pthread_mutex_unlock(&exp->lock);
+    __atomic_store_n(&exp->stall_cut_done, true, __ATOMIC_SEQ_CST);
+    aio_wait_kick();
+}
+
+static void export_stall_timer(void *opaque)
+{
+    NBDExport *exp = opaque;
+
+    aio_bh_schedule_oneshot(exp->ctx, export_cut_stalled_bh, exp);
+    exp->stall_cut_pending = true;
+}
+
 static void export_drain_begin(NBDExport *exp)
 {
     AioContext *ctx;
+    QEMUTimer *timer;
 
     pthread_mutex_lock(&exp->lock);
     __atomic_store_n(&exp->quiescing, true, __ATOMIC_SEQ_CST);
@@ -122,7 +158,17 @@ static void export_drain_begin(NBDExport *exp)
      * that come to a boundary after it see @quiescing themselves.
      */
     aio_wait_bh_oneshot(ctx, export_quiesce_bh, exp);
+    exp->stall_cut_pending = false;
+    exp->stall_cut_done = false;
+    timer = aio_timer_new(qemu_get_aio_context(), QEMU_CLOCK_REALTIME,
+                          SCALE_NS, export_stall_timer, exp);
+    timer_mod(timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
+              NBD_DRAIN_STALL_NS);
     AIO_WAIT_WHILE(NULL, __atomic_load_n(&exp->busy, __ATOMIC_SEQ_CST) > 0);
+    timer_free(timer);
+    /* A cut scheduled but not run yet must not run after we return. */
+    AIO_WAIT_WHILE(NULL, exp->stall_cut_pending &&
+                   !__atomic_load_n(&exp->stall_cut_done, __ATOMIC_SEQ_CST));
 }
 
 static void export_drain_end(NBDExport *exp, IOThread *iothread,

@@ -28,6 +28,11 @@
 /* Requests one client may have in flight, and their payload bytes. */
 #define NBD_CLIENT_MAX_REQUESTS 64
 #define NBD_CLIENT_MAX_BYTES    (64u * 1024 * 1024)
+/*
+ * A drain waits this long for clients in the middle of sending a request,
+ * then disconnects them (export.c).
+ */
+#define NBD_DRAIN_STALL_NS (5 * 1000000000LL)
 /* A client must finish the handshake within this time. */
 #define NBD_HANDSHAKE_TIMEOUT_NS (10 * 1000000000LL)
 
@@ -77,6 +82,8 @@ struct NBDExport {
     bool quiescing;
     bool deleting;
     bool moving;              /* a drained section is open (main thread) */
+    bool stall_cut_pending;   /* the drain scheduled the stalled-client cut */
+    bool stall_cut_done;      /* ... and it ran (atomic) */
 
     unsigned busy;            /* coroutines of attached clients (atomic) */
     unsigned in_flight;       /* requests being served (atomic) */
