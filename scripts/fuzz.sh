@@ -117,10 +117,14 @@ for t in $targets; do
         cp -r "tests/fuzz/corpus/$kind/." "$corpus/"
     fi
     log=$BUILD/fuzz-logs/$t.log
+    dict=()
+    if [ -f "tests/fuzz/$t.dict" ]; then
+        dict=(-dict="tests/fuzz/$t.dict")
+    fi
     # shellcheck disable=SC2086 # FUZZ_ARGS is a word list
     "${wrapper[@]}" "$exe" -max_total_time="$SECONDS_EACH" -timeout=60 \
         -rss_limit_mb=4096 -error_exitcode=1 -timeout_exitcode=1 \
-        -print_final_stats=1 \
+        -print_final_stats=1 "${dict[@]}" \
         -artifact_prefix="$ROOT/$BUILD/fuzz-artifacts/$t-" \
         ${FUZZ_ARGS:-} "$corpus" >"$log" 2>&1
     rc=$?
