@@ -62,6 +62,9 @@ NBDServer *nbd_server_new(void);
  */
 int nbd_server_listen(NBDServer *srv, const char *addr, Error **errp);
 
+/* Refuse connections beyond @max open ones (0: no limit). */
+void nbd_server_set_max_connections(NBDServer *srv, unsigned max);
+
 /* Serve an already connected socket (the fuzz target's way in). */
 void nbd_server_add_connection(NBDServer *srv, int fd);
 

@@ -1,0 +1,127 @@
+/*
+ * aioloop-nbd internals shared by export.c and session.c.
+ *
+ * Who touches what:
+ *  - NBDServer: the main loop thread only, except @connections (atomic).
+ *  - NBDExport: settings are fixed after creation.  @ctx changes only in a
+ *    drained section; @clients, @quiescing and @deleting change under
+ *    @lock; @busy, @in_flight and @requests are atomics.
+ *  - NBDClient: while attached and not parked, only the export's context
+ *    thread touches it (its coroutines and BHs); while negotiating, the
+ *    main loop; while parked (drained), whoever holds the export's lock.
+ */
+#ifndef AIOLOOP_NBD_INTERNAL_H
+#define AIOLOOP_NBD_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <aioloop/aioloop.h>
+#include <aioloop/coroutine.h>
+#include <aioloop/iothread.h>
+
+#include "channel.h"
+#include "nbd-proto.h"
+#include "nbd-server.h"
+
+/* Requests one client may have in flight, and their payload bytes. */
+#define NBD_CLIENT_MAX_REQUESTS 64
+#define NBD_CLIENT_MAX_BYTES    (64u * 1024 * 1024)
+/* A client must finish the handshake within this time. */
+#define NBD_HANDSHAKE_TIMEOUT_NS (10 * 1000000000LL)
+
+typedef struct NBDClient NBDClient;
+
+struct NBDClient {
+    NBDServer *srv;
+    NBDExport *exp;           /* NULL while negotiating */
+    NBDChannel chan;
+    NBDClient *next;          /* in exp->clients or srv->negotiating */
+
+    /* Negotiation results. */
+    bool no_zeroes;
+    bool structured;
+    char *meta_export;        /* SET_META_CONTEXT selected base:allocation */
+    NBDExportLimits lim;
+    QEMUTimer *handshake_timer;
+
+    /* Transmission (the export's context thread). */
+    CoMutex send_lock;
+    unsigned nb_requests;
+    uint64_t inflight_bytes;
+    Coroutine *mem_waiter;    /* a reader waiting for payload budget */
+    bool recv_running;        /* a coroutine is reading the next request */
+    bool parked;              /* drained: no coroutine, no fd handler */
+    bool closing;             /* no more requests are read */
+    unsigned refs;            /* coroutines running for this client */
+};
+
+struct NBDExport {
+    NBDServer *srv;
+    NBDExport *next;
+    char *id, *name, *description, *node_name, *file;
+    int fd;
+    uint64_t size;
+    bool writable, direct;
+    AioloopBlockEngine engine;
+    uint16_t tx_flags;
+    uint32_t min_block;
+
+    IOThread *iothread;       /* NULL: the main loop */
+    AioContext *ctx;
+
+    pthread_mutex_t lock;
+    NBDClient *clients;
+    unsigned nclients;
+    bool quiescing;
+    bool deleting;
+    bool moving;              /* a drained section is open (main thread) */
+
+    unsigned busy;            /* coroutines of attached clients (atomic) */
+    unsigned in_flight;       /* requests being served (atomic) */
+    uint64_t requests;        /* requests answered (atomic) */
+};
+
+typedef struct NBDListener {
+    NBDServer *srv;
+    int fd;
+    char *addr;
+    char *unix_path;          /* unlinked at shutdown */
+} NBDListener;
+
+struct NBDServer {
+    NBDExport *exports;
+    NBDClient *negotiating;
+    NBDListener *listeners;
+    unsigned nlisteners;
+    unsigned connections;     /* atomic */
+    unsigned max_connections; /* 0: no limit */
+    bool shutting_down;
+};
+
+/* export.c */
+NBDExport *nbd_export_find(NBDServer *srv, const char *name);
+NBDExport *nbd_export_by_id(NBDServer *srv, const char *id);
+/*
+ * Attach a negotiated client; false if the export is going away.  If the
+ * export is not drained, the client's first trip is counted as running and
+ * *ctx is where it must run; otherwise the client is parked.
+ */
+bool nbd_export_attach(NBDExport *exp, NBDClient *client, AioContext **ctx);
+/* Take a client off its export's list (any thread). */
+void nbd_export_detach(NBDExport *exp, NBDClient *client);
+void nbd_export_busy_dec(NBDExport *exp);
+/* Drain every export, flush it, free its clients; first flush error. */
+int nbd_exports_shutdown(NBDServer *srv);
+void nbd_exports_free(NBDServer *srv);
+
+/* session.c */
+void coroutine_fn nbd_client_negotiate_co(void *opaque);
+void coroutine_fn nbd_client_trip_co(void *opaque);
+/* Start a coroutine reading the next request if the client may (ctx). */
+void nbd_client_next_request(NBDClient *client);
+/* Free a client nobody runs for (parked, or refs dropped to 0). */
+void nbd_client_free(NBDClient *client);
+
+#endif /* AIOLOOP_NBD_INTERNAL_H */
