@@ -2,7 +2,8 @@
  * libFuzzer target: a whole aioloop-nbd client session, in-process.
  *
  * Once: the main loop, an NBDServer, a writable export "rw" (the default
- * export, being the first) and a read-only export "ro", each on a 1 MiB
+ * export, being the first), a read-only export "ro" and a writable O_DIRECT
+ * export "direct" (if the file system allows O_DIRECT), each on a 1 MiB
  * file under $TMPDIR (default /var/tmp), removed at exit.
  *
  * Per input: a socketpair; the server serves one end
@@ -45,7 +46,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static NBDServer *srv;
-static char file_rw[4096], file_ro[4096];
+static char file_rw[4096], file_ro[4096], file_direct[4096];
 static QEMUTimer *tick;
 
 static void cleanup(void)
@@ -55,6 +56,9 @@ static void cleanup(void)
     }
     if (file_ro[0]) {
         unlink(file_ro);
+    }
+    if (file_direct[0]) {
+        unlink(file_direct);
     }
 }
 
@@ -125,6 +129,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     };
     nbd_export_add(srv, &rw, &error_abort);
     nbd_export_add(srv, &ro, &error_abort);
+
+    /* O_DIRECT (4 KiB blocks: the alignment checks), if $TMPDIR can. */
+    make_file(file_direct, sizeof(file_direct), "direct");
+    NBDExportConfig direct = {
+        .id = "direct",
+        .file = file_direct,
+        .writable = true,
+        .direct = true,
+    };
+    Error *err = NULL;
+    if (!nbd_export_add(srv, &direct, &err)) {
+        fprintf(stderr, "fuzz-nbd-session: no O_DIRECT export: %s\n",
+                error_get_pretty(err));
+        error_free(err);
+    }
 
     tick = timer_new_ms(QEMU_CLOCK_REALTIME, tick_cb, NULL);
     tick_cb(NULL);

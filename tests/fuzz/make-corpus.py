@@ -5,8 +5,9 @@
 
 OUTDIR/session/<name>: byte for byte what a client sends on a fresh
 connection (fuzz-nbd-session.c: the server's "rw" export is the default
-one, "ro" is read-only, both 1 MiB).  OUTDIR/proto/<name>: a selector
-byte and a decoder payload (fuzz-nbd-proto.c).
+one, "ro" is read-only, "direct" uses O_DIRECT, all 1 MiB).
+OUTDIR/proto/<name>: a selector byte and a decoder payload
+(fuzz-nbd-proto.c).
 
 Seeds are named "seed-*"; the files the fuzzer found (hash names) are
 left alone, so re-running this only refreshes the hand-made ones.
@@ -128,6 +129,18 @@ def sessions():
         request(CMD_WRITE_ZEROES, 0, 4096, F_FAST_ZERO) +
         request(CMD_READ, MIB, 1) +
         disc())
+    # More requests than a client may have in flight (64): the reader
+    # waits for earlier ones.  (The 64 MiB payload budget needs 64 MiB of
+    # READs in flight: too slow for a seed, see README.md.)
+    s["pipeline"] = (
+        client_flags() + go("rw") +
+        b"".join(request(CMD_READ, 4096 * i, 4096) for i in range(70)) +
+        b"".join(request(CMD_FLUSH) for _ in range(70)) + disc())
+    # A WRITE payload large enough (32 KiB) to be read straight into its
+    # buffer rather than through the channel's.
+    s["write-large"] = (
+        client_flags() + go("rw") + request(CMD_WRITE, 65536, 32768) +
+        request(CMD_READ, 65536, 32768) + disc())
     # LIST, then ABORT.
     s["list-abort"] = client_flags() + option(OPT_LIST) + option(OPT_ABORT)
     # INFO with every info type, on each export and an unknown one.
@@ -155,6 +168,16 @@ def sessions():
     s["export-name-zeroes"] = (
         client_flags(FLAG_C_FIXED_NEWSTYLE) +
         option(OPT_EXPORT_NAME, b"rw") + request(CMD_READ, 0, 512) + disc())
+    # O_DIRECT export (4 KiB blocks): aligned requests, unaligned ones.
+    s["go-direct"] = (
+        client_flags() + option(OPT_STRUCTURED_REPLY) +
+        set_meta("direct", ["base:allocation"]) +
+        go("direct", [INFO_BLOCK_SIZE]) +
+        request(CMD_WRITE, 4096, 8192) + request(CMD_READ, 0, 16384) +
+        request(CMD_READ, 512, 512) + request(CMD_WRITE, 100, 4096) +
+        request(CMD_WRITE_ZEROES, 8192, 4096, F_NO_HOLE) +
+        request(CMD_TRIM, 4096, 4096) +
+        request(CMD_BLOCK_STATUS, 1, 4095) + request(CMD_FLUSH) + disc())
     # Read-only export: writes refused, reads past the end.
     s["go-ro-errors"] = (
         client_flags() + go("ro", ALL_INFOS) +
