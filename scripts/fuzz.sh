@@ -31,8 +31,6 @@ BUILD=${FUZZ_BUILD_DIR:-build-fuzz}
 JOBS=${JOBS:-2}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-# Known library UB that clang reports (see the file), kept out of the way.
-UBSAN_OPTIONS+=:suppressions=$ROOT/tests/fuzz/ubsan.supp
 
 case $SECONDS_EACH in
     ''|*[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;;
