@@ -152,13 +152,18 @@ uint32_t nbd_check_request(const NBDRequest *req, const NBDExportLimits *lim)
         /* Offset and length are reserved: ignore whatever they hold. */
         return (req->flags & ~allowed) ? NBD_EINVAL : 0;
     case NBD_CMD_TRIM:
-        if (!(lim->tx_flags & NBD_FLAG_SEND_TRIM)) {
-            return NBD_EINVAL;
-        }
-        writes = true;
-        break;
     case NBD_CMD_WRITE_ZEROES:
-        if (!(lim->tx_flags & NBD_FLAG_SEND_WRITE_ZEROES)) {
+        /*
+         * A read-only export advertises neither, yet the spec asks for
+         * EPERM there ("a write or trim request on a read-only export"):
+         * the client learns why, not just that the command is unknown.
+         */
+        if (lim->tx_flags & NBD_FLAG_READ_ONLY) {
+            return NBD_EPERM;
+        }
+        if (!(lim->tx_flags & (req->type == NBD_CMD_TRIM ?
+                               NBD_FLAG_SEND_TRIM :
+                               NBD_FLAG_SEND_WRITE_ZEROES))) {
             return NBD_EINVAL;
         }
         writes = true;

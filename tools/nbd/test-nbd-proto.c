@@ -147,7 +147,13 @@ static void test_check_request(void)
           NBD_EINVAL);
     CHECK(check(NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, 0, 512, &rw) == 0);
     CHECK(check(NBD_CMD_WRITE, 0, 0, 512, &ro) == NBD_EPERM);
-    CHECK(check(NBD_CMD_TRIM, 0, 0, 512, &ro) == NBD_EINVAL);
+    CHECK(check(NBD_CMD_TRIM, 0, 0, 512, &ro) == NBD_EPERM);
+    CHECK(check(NBD_CMD_WRITE_ZEROES, 0, 0, 512, &ro) == NBD_EPERM);
+    CHECK(check(NBD_CMD_TRIM, 0, 0, 512, &simple) == 0);
+    simple.tx_flags &= ~NBD_FLAG_SEND_TRIM;
+    CHECK(check(NBD_CMD_TRIM, 0, 0, 512, &simple) == NBD_EINVAL);
+    CHECK(check(NBD_CMD_WRITE_ZEROES, 0, 0, 512, &simple) == 0);
+    simple.tx_flags |= NBD_FLAG_SEND_TRIM;
     CHECK(check(NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, 0, 512, &ro) == NBD_EINVAL);
     CHECK(check(NBD_CMD_FLUSH, 0, 123, 456, &ro) == 0);
     CHECK(check(NBD_CMD_WRITE_ZEROES,
