@@ -408,16 +408,17 @@ static void remove_idle_poll_handlers(AioContext *ctx, int64_t now)
 /*
  * Busy-poll for up to the largest handler window (capped by *timeout).
  * Returns true when a handler's io_poll() found an event; then *timeout is 0.
+ * *@woken: the window ended because the fd monitor had something.
  */
 static bool try_poll_mode(AioContext *ctx, AioHandlerList *ready_list,
-                          int64_t *timeout, bool *progress, bool *missed)
+                          int64_t *timeout, bool *progress, bool *missed,
+                          bool *woken)
 {
     AioHandler *node;
     int64_t max_ns = 0;
     int64_t start;
     int64_t now;
     bool found;
-    bool woken = false;
 
     if (QLIST_EMPTY(&ctx->poll_aio_handlers)) {
         return false;
@@ -444,13 +445,14 @@ static bool try_poll_mode(AioContext *ctx, AioHandlerList *ready_list,
         found = run_poll_handlers_once(ctx, ready_list, now, progress);
         now = aio_clock_ns();
     } while (!found && now - start < max_ns &&
-             !(woken = ctx->fdmon_ops->need_wait(ctx)));
+             !(*woken = ctx->fdmon_ops->need_wait(ctx)));
     /*
      * The fd monitor has something (io_uring: a block request's completion
-     * in the shared CQ): the polling found an event, just not through a
+     * in the shared CQ, or an armed POLL_ADD that saw the data land before
+     * io_poll() did): the polling found an event, just not through a
      * handler's io_poll.
      */
-    found |= woken;
+    found |= *woken;
 
     remove_idle_poll_handlers(ctx, now);
     if (found) {
@@ -477,7 +479,7 @@ static void poll_reset_windows(AioContext *ctx)
 
 /*
  * @event_ns: how long after the start of aio_poll() the event arrived, as
- * far as we can tell.  @hit: io_poll() found it; @missed: a poll window
+ * far as we can tell.  @hit: the window caught it; @missed: a poll window
  * was spent without finding anything.
  */
 static void adjust_polling_time(AioContext *ctx, AioPolledState *poll,
@@ -620,9 +622,14 @@ static bool aio_dispatch_handler(AioContext *ctx, AioHandler *node)
     return progress;
 }
 
+/*
+ * @fdmon_woke: polling ended because the fd monitor saw an event, so what
+ * the handlers that were being polled report now came inside their window.
+ */
 static bool aio_dispatch_ready_handlers(AioContext *ctx,
                                         AioHandlerList *ready_list,
-                                        int64_t block_ns, bool missed)
+                                        int64_t block_ns, bool missed,
+                                        bool fdmon_woke)
 {
     bool progress = false;
     uint64_t n = 0;
@@ -631,6 +638,17 @@ static bool aio_dispatch_ready_handlers(AioContext *ctx,
     while ((node = QLIST_FIRST(ready_list))) {
         bool hit = node->poll_ready && node->revents == 0;
         bool p;
+
+        /*
+         * io_uring's POLL_ADD completes as the data lands, often before
+         * the next io_poll() would have looked: the window caught the
+         * event all the same.  Not counting it a hit lets the odd real
+         * miss pile up into a back-off that switches polling off for good
+         * (a QD1 client's every request then costs a wake-up).
+         */
+        if (fdmon_woke && QLIST_IS_INSERTED(node, node_poll)) {
+            hit = true;
+        }
 
         QLIST_REMOVE(node, node_ready);
         p = aio_dispatch_handler(ctx, node);
@@ -677,7 +695,7 @@ static void aio_dispatch_pass(AioContext *ctx, const char *caller,
     aio_bh_poll(ctx);
     if (ask_fdmon) {
         ctx->fdmon_ops->wait(ctx, &ready_list, 0);
-        aio_dispatch_ready_handlers(ctx, &ready_list, -1, false);
+        aio_dispatch_ready_handlers(ctx, &ready_list, -1, false, false);
         /* Completions that wait() just reaped (io_uring block requests). */
         if (ctx->fdmon_ops->dispatch) {
             ctx->fdmon_ops->dispatch(ctx);
@@ -744,6 +762,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     bool progress = false;
     bool use_notify_me;
     bool missed = false;
+    bool fdmon_woke = false;
     bool polling;
     int64_t timeout;
     int64_t start = 0;
@@ -777,7 +796,8 @@ bool aio_poll(AioContext *ctx, bool blocking)
 
     /* Phase 3: busy-poll the pollable handlers. */
     if (polling) {
-        try_poll_mode(ctx, &ready_list, &timeout, &progress, &missed);
+        try_poll_mode(ctx, &ready_list, &timeout, &progress, &missed,
+                      &fdmon_woke);
     }
 
     /*
@@ -837,7 +857,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     progress |= aio_bh_poll(ctx);
     if (!QLIST_EMPTY(&ready_list)) {
         progress |= aio_dispatch_ready_handlers(ctx, &ready_list, block_ns,
-                                                missed);
+                                                missed, fdmon_woke);
     }
     aio_free_deleted_handlers(ctx);
     aio_walk_end(ctx);
