@@ -636,19 +636,19 @@ static bool aio_dispatch_ready_handlers(AioContext *ctx,
     AioHandler *node;
 
     while ((node = QLIST_FIRST(ready_list))) {
-        bool hit = node->poll_ready && node->revents == 0;
+        /*
+         * The window caught the event if io_poll() saw it, even when the
+         * fd monitor reports the fd too (io_uring's POLL_ADD stays armed
+         * while we poll), or if polling ended because the fd monitor saw
+         * it first (the POLL_ADD completes as the data lands, often before
+         * io_poll() looks again).  Anything less lets the odd real miss
+         * pile up into a back-off that switches polling off for good: a
+         * QD1 client's every request then costs a wake-up.
+         */
+        bool hit = node->poll_ready ||
+                   (fdmon_woke && QLIST_IS_INSERTED(node, node_poll));
         bool p;
 
-        /*
-         * io_uring's POLL_ADD completes as the data lands, often before
-         * the next io_poll() would have looked: the window caught the
-         * event all the same.  Not counting it a hit lets the odd real
-         * miss pile up into a back-off that switches polling off for good
-         * (a QD1 client's every request then costs a wake-up).
-         */
-        if (fdmon_woke && QLIST_IS_INSERTED(node, node_poll)) {
-            hit = true;
-        }
 
         QLIST_REMOVE(node, node_ready);
         p = aio_dispatch_handler(ctx, node);
