@@ -1426,6 +1426,70 @@ TEST(nonblocking_poll_all_pollable_makes_no_syscall)
     munmap((void *)nosys_nr, 4096);
 }
 
+/* ---- io_uring: completions a busy thread has not entered the kernel for -- */
+
+typedef struct LateWriter {
+    int fd;
+    bool go, written;
+} LateWriter;
+
+static void *late_writer(void *opaque)
+{
+    LateWriter *w = opaque;
+
+    /* Not before the home thread is back from pthread_create(). */
+    while (!__atomic_load_n(&w->go, __ATOMIC_ACQUIRE)) {
+        __asm__ __volatile__("" ::: "memory");
+    }
+    test_eventfd_write(w->fd);
+    __atomic_store_n(&w->written, true, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/*
+ * With COOP_TASKRUN the kernel does not IPI a thread running in user space
+ * to post its completion: the work waits for the thread's next entry into
+ * the kernel, flagged in the SQ ring.  A thread that spins without system
+ * calls (as busy-polling on memory does) must still see the event: a
+ * non-blocking aio_poll() right after the fd became readable dispatches it.
+ * (An interrupt on the home CPU may post it earlier; then this passes for
+ * that reason, never fails.)
+ */
+TEST(io_uring_pending_task_work_counts_as_ready)
+{
+    AioContext *ctx = test_aio_context_new();
+    Pollable p = { .fd = test_eventfd() };
+    LateWriter w = { .fd = p.fd };
+    pthread_t t;
+
+    if (strcmp(aioloop_context_fdmon_name(ctx), "io_uring") != 0) {
+        printf("# skipped: io_uring only\n");
+        close(p.fd);
+        aio_context_unref(ctx);
+        return;
+    }
+    aio_set_fd_handler(ctx, p.fd, pollable_read, NULL, NULL, NULL, &p);
+    /* Arm the fd's POLL_ADD. */
+    for (int i = 0; i < 3; i++) {
+        aio_poll(ctx, false);
+    }
+    ASSERT_UINT(p.reads, ==, 0);
+
+    t = test_thread_start(late_writer, &w);
+    /* No system call on this thread from here to aio_poll(). */
+    __atomic_store_n(&w.go, true, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&w.written, __ATOMIC_ACQUIRE)) {
+        __asm__ __volatile__("" ::: "memory");
+    }
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(p.reads, ==, 1);
+    test_thread_join(t);
+
+    aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
+    close(p.fd);
+    aio_context_unref(ctx);
+}
+
 /* ---- io_uring: a wake-up through the context's eventfd reads nothing ---- */
 
 typedef struct NoReadWaker {
@@ -1668,4 +1732,5 @@ RUN_TESTS(T(fd_read_level_triggered_pipe),
           T(poll_disabled_tracks_handlers),
           T(nonblocking_poll_all_pollable_makes_no_syscall),
           T(io_uring_wakeup_reads_no_eventfd),
+          T(io_uring_pending_task_work_counts_as_ready),
           T(many_fds_dispatch_exactly_the_ready_ones))
