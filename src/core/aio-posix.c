@@ -9,15 +9,18 @@
  * freed only when no aio_poll() can still see it (see AioContext.walking).
  *
  * Adaptive polling follows QEMU (per-handler windows that grow from 4 us
- * by poll_grow and shrink by poll_shrink), with two changes that make it
+ * by poll_grow and shrink by poll_shrink), with three changes that make it
  * learn from outcomes rather than from how long the thread slept:
  * - a wake-up through aio_notify() is judged by when the notification was
  *   sent, not by when this thread got to run again (a blocked thread on
  *   another CPU takes ~30 us to wake, which used to stop polling from ever
  *   starting in cross-thread ping-pong);
- * - windows that keep ending without an event at the maximum size switch
+ * - windows that keep ending without an event, whatever their size, switch
  *   polling off for an exponentially growing number of dispatches, so two
- *   threads sharing one CPU stop stealing each other's time slice.
+ *   threads sharing one CPU stop stealing each other's time slice;
+ * - a window that caught its event is a hit however the event was seen
+ *   (io_poll(), the fd monitor as well, or the fd monitor first), so that
+ *   io_uring, whose POLL_ADDs stay armed while we poll, gets hits at all.
  * docs/design.md walks through one aio_poll() iteration phase by phase.
  */
 #define _GNU_SOURCE
