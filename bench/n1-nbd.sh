@@ -91,6 +91,13 @@ echo "# $(qemu-nbd --version 2>/dev/null | head -1); nbdkit $(nbdkit --version 2
 img=$WORK/image.img
 head -c $((size_mib * 1024 * 1024)) /dev/urandom >"$img"
 cp "$img" "$WORK/source.img"
+# Write both back now, or their writeback competes with the first figures
+# (the first server measured got half the direct QD1 IOPS), and read the
+# image once with O_DIRECT so the host's cache is in the same state for
+# every server.
+sync
+dd if="$img" of=/dev/null bs=1M iflag=direct status=none 2>/dev/null ||
+    cat "$img" >/dev/null
 
 # start SERVER CACHE: start it on $img; sets URIS (one per export)
 start() {
