@@ -130,12 +130,16 @@ def sessions():
         request(CMD_READ, MIB, 1) +
         disc())
     # More requests than a client may have in flight (64): the reader
-    # waits for earlier ones.  (The 64 MiB payload budget needs 64 MiB of
-    # READs in flight: too slow for a seed, see README.md.)
+    # waits for earlier ones.
     s["pipeline"] = (
         client_flags() + go("rw") +
         b"".join(request(CMD_READ, 4096 * i, 4096) for i in range(70)) +
         b"".join(request(CMD_FLUSH) for _ in range(70)) + disc())
+    # More payload than a client may have in flight (4 MiB): the fifth
+    # 1 MiB read waits until an earlier one is answered.
+    s["budget"] = (
+        client_flags() + go("rw") +
+        b"".join(request(CMD_READ, 0, MIB) for _ in range(6)) + disc())
     # A WRITE payload large enough (32 KiB) to be read straight into its
     # buffer rather than through the channel's.
     s["write-large"] = (

@@ -497,6 +497,40 @@ def case_reset_with_requests_in_flight():
     c.close()
 
 
+def rss_kib():
+    with open("/proc/%d/status" % PID) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise Fail("no VmRSS for the server")
+
+
+def case_memory_bounded():
+    """64 reads of 1 MiB pipelined, replies not read: the server holds at most its per-client budget"""
+    if not STRICT or PID is None:
+        return                          # the budget is aioloop-nbd's (4 MiB)
+    c = transmission()
+    before = rss_kib()
+    c.send(b"".join(struct.pack(">IHHQQI", n.REQUEST_MAGIC, 0, n.CMD_READ, i, (i % 8) << 20, 1 << 20)
+                    for i in range(64)))
+    # The server reads what its budget allows and blocks on the full socket.
+    peak = before
+    for _ in range(30):
+        time.sleep(0.05)
+        peak = max(peak, rss_kib())
+    grew = peak - before
+    # 4 MiB of buffers, plus one request over the budget and slack for the
+    # allocator; 64 MiB if every read were taken at once.
+    check(grew < 16 * 1024, "RSS grew by %d MiB with 64 MiB of reads pending" % (grew // 1024))
+    seen = set()
+    for _ in range(64):
+        handle, err, data = c.read_reply(1 << 20)
+        check(err == 0 and len(data) == 1 << 20 and handle < 64 and handle not in seen,
+              "reply for handle %d: error %s, %d bytes" % (handle, err_name(err), len(data)))
+        seen.add(handle)
+    c.disconnect()
+
+
 def case_disc_then_garbage():
     """NBD_CMD_DISC followed by garbage: the server closes"""
     c = transmission()

@@ -25,9 +25,13 @@
 #include "nbd-proto.h"
 #include "nbd-server.h"
 
-/* Requests one client may have in flight, and their payload bytes. */
+/*
+ * Requests one client may have in flight, and their payload bytes.  Replies
+ * wait for the socket, so payload read ahead of it only ages out of the CPU
+ * cache: a few MiB keep a disk busy without that (docs/nbd.md, "Limits").
+ */
 #define NBD_CLIENT_MAX_REQUESTS 64
-#define NBD_CLIENT_MAX_BYTES    (64u * 1024 * 1024)
+#define NBD_CLIENT_MAX_BYTES    (4u * 1024 * 1024)
 /*
  * A drain waits this long for clients in the middle of sending a request,
  * then disconnects them (export.c).
