@@ -272,6 +272,12 @@ struct AioContext {
      */
     unsigned poll_params_gen;
     unsigned poll_params_seen; /* home thread */
+    /*
+     * The window for waits with block requests in flight (home thread):
+     * the handlers' own windows say how soon *their* next event comes, not
+     * how long the disk takes (see try_poll_mode()).
+     */
+    AioPolledState poll_io_wait;
     int64_t poll_start_ns;     /* start of the current aio_poll(), home thread */
     int64_t poll_max_ns;
     int64_t poll_grow;

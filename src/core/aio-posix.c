@@ -9,7 +9,7 @@
  * freed only when no aio_poll() can still see it (see AioContext.walking).
  *
  * Adaptive polling follows QEMU (per-handler windows that grow from 4 us
- * by poll_grow and shrink by poll_shrink), with three changes that make it
+ * by poll_grow and shrink by poll_shrink), with four changes that make it
  * learn from outcomes rather than from how long the thread slept:
  * - a wake-up through aio_notify() is judged by when the notification was
  *   sent, not by when this thread got to run again (a blocked thread on
@@ -20,7 +20,10 @@
  *   threads sharing one CPU stop stealing each other's time slice;
  * - a window that caught its event is a hit however the event was seen
  *   (io_poll(), the fd monitor as well, or the fd monitor first), so that
- *   io_uring, whose POLL_ADDs stay armed while we poll, gets hits at all.
+ *   io_uring, whose POLL_ADDs stay armed while we poll, gets hits at all;
+ * - waits with block requests in flight have a window of their own
+ *   (ctx->poll_io_wait, see try_poll_mode()), so a busy socket's window
+ *   does not spin through every wait for a slow disk.
  * docs/design.md walks through one aio_poll() iteration phase by phase.
  */
 #define _GNU_SOURCE
@@ -412,10 +415,19 @@ static void remove_idle_poll_handlers(AioContext *ctx, int64_t now)
  * Busy-poll for up to the largest handler window (capped by *timeout).
  * Returns true when a handler's io_poll() found an event; then *timeout is 0.
  * *@woken: the window ended because the fd monitor had something.
+ *
+ * @io_wait: block requests are in flight, so the window is also capped by
+ * ctx->poll_io_wait.  A handler's window only learns from the events that
+ * handler gets: a server's socket, whose next request comes a few
+ * microseconds after each reply, keeps a full window, and without the cap
+ * every wait for a disk that answers in 100 us spun that window in vain
+ * (nobody counted the miss: the socket was not what ended the wait).
+ * With the cap, waits on a slow disk stop spinning and waits on a fast one
+ * (or with requests arriving meanwhile) keep it.
  */
 static bool try_poll_mode(AioContext *ctx, AioHandlerList *ready_list,
                           int64_t *timeout, bool *progress, bool *missed,
-                          bool *woken)
+                          bool *woken, bool io_wait)
 {
     AioHandler *node;
     int64_t max_ns = 0;
@@ -430,6 +442,9 @@ static bool try_poll_mode(AioContext *ctx, AioHandlerList *ready_list,
         max_ns = MAX(max_ns, node->poll.ns);
     }
     max_ns = qemu_soonest_timeout(*timeout, max_ns);
+    if (io_wait) {
+        max_ns = MIN(max_ns, ctx->poll_io_wait.ns);
+    }
     if (max_ns == 0) {
         return false;
     }
@@ -478,6 +493,7 @@ static void poll_reset_windows(AioContext *ctx)
     QLIST_FOREACH(node, &ctx->poll_aio_handlers, node_poll) {
         memset(&node->poll, 0, sizeof(node->poll));
     }
+    memset(&ctx->poll_io_wait, 0, sizeof(ctx->poll_io_wait));
 }
 
 /*
@@ -766,6 +782,8 @@ bool aio_poll(AioContext *ctx, bool blocking)
     bool use_notify_me;
     bool missed = false;
     bool fdmon_woke = false;
+    bool poll_hit = false;
+    bool io_wait = false;
     bool polling;
     int64_t timeout;
     int64_t start = 0;
@@ -799,8 +817,10 @@ bool aio_poll(AioContext *ctx, bool blocking)
 
     /* Phase 3: busy-poll the pollable handlers. */
     if (polling) {
-        try_poll_mode(ctx, &ready_list, &timeout, &progress, &missed,
-                      &fdmon_woke);
+        /* Only a wait we were prepared to make teaches the io_wait window. */
+        io_wait = timeout != 0 && ctx->block_stats.inflight != 0;
+        poll_hit = try_poll_mode(ctx, &ready_list, &timeout, &progress,
+                                 &missed, &fdmon_woke, io_wait);
     }
 
     /*
@@ -850,6 +870,10 @@ bool aio_poll(AioContext *ctx, bool blocking)
     if (polling) {
         block_ns = aio_clock_ns() - start;
         ctx->poll_start_ns = start;
+        if (io_wait) {
+            adjust_polling_time(ctx, &ctx->poll_io_wait, block_ns, poll_hit,
+                                missed);
+        }
     }
 
     /* Phase 7: dispatch. */

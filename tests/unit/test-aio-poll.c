@@ -10,6 +10,9 @@
 #define _GNU_SOURCE
 
 #include <aioloop/aio.h>
+#include <aioloop/block-io.h>
+#include <aioloop/coroutine.h>
+#include <aioloop/thread-pool.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1254,6 +1257,145 @@ TEST(adaptive_poll_io_poll_hit_also_seen_by_fdmon)
     check_in_window_events_are_hits(true);
 }
 
+/*
+ * Waits with block requests in flight.  The pool has one worker, held by a
+ * job until the test releases it, so a read on the threads engine stays in
+ * flight for as long as the test wants.
+ */
+typedef struct SlowDisk {
+    sem_t release;
+    int fd;
+    uint8_t buf[4096];
+    int ret;
+    bool done;
+} SlowDisk;
+
+static int slow_disk_blocker(void *opaque)
+{
+    SlowDisk *d = opaque;
+
+    while (sem_wait(&d->release) < 0 && errno == EINTR) {
+    }
+    return 0;
+}
+
+static void coroutine_fn slow_disk_read_co(void *opaque)
+{
+    SlowDisk *d = opaque;
+    QEMUIOVector qiov;
+
+    qemu_iovec_init_buf(&qiov, d->buf, sizeof(d->buf));
+    d->ret = aioloop_co_preadv(d->fd, 0, &qiov, 0);
+    d->done = true;
+}
+
+static uint64_t poll_misses(AioContext *ctx)
+{
+    AioloopContextStats st;
+
+    aioloop_context_get_stats(ctx, &st);
+    return st.poll_misses;
+}
+
+static uint64_t poll_hits(AioContext *ctx)
+{
+    AioloopContextStats st;
+
+    aioloop_context_get_stats(ctx, &st);
+    return st.poll_hits;
+}
+
+/*
+ * A server's socket handler keeps a full window (its requests come soon
+ * after each reply), but a wait that ends with a slow disk's completion is
+ * not the socket's to learn from.  With a block request in flight, waits
+ * that each end 20 ms later must stop spinning; fast events with the
+ * request still in flight must still be polled.
+ */
+TEST(adaptive_poll_waits_on_slow_block_io_stop_spinning)
+{
+    enum { ROUNDS = 10 };
+    Pollable p = { 0 };
+    SlowDisk d = { .fd = -1 };
+    AioloopBlockStats bst;
+    AioContext *ctx;
+    Error *err = NULL;
+    Bound bound;
+    uint64_t misses, hits;
+    bool rescued;
+
+    ctx = pollable_start(&p, 100 * 1000);
+    bound_init(&bound, ctx);
+    qemu_set_current_aio_context(ctx);
+    aio_context_set_thread_pool_params(ctx, 0, 1, &err);
+    ASSERT_NULL(err);
+    ASSERT_INT(aioloop_block_engine_select(ctx, AIOLOOP_BLOCK_ENGINE_THREADS,
+                                           &err), ==,
+               AIOLOOP_BLOCK_ENGINE_THREADS);
+    ASSERT_NULL(err);
+    ASSERT_EQ(sem_init(&d.release, 0, 0), 0);
+    d.fd = memfd_create("slow-disk", 0);
+    ASSERT_INT(d.fd, >=, 0);
+    ASSERT_EQ(ftruncate(d.fd, sizeof(d.buf)), 0);
+
+    test_watchdog("polling with a slow disk", WATCHDOG_S);
+    thread_pool_submit_aio(slow_disk_blocker, &d, NULL, NULL);
+    aio_co_enter(ctx, qemu_coroutine_create(slow_disk_read_co, &d));
+    aioloop_block_get_stats(ctx, &bst);
+    ASSERT_UINT(bst.inflight, ==, 1);
+    ASSERT_INT(aioloop_context_get_poll_ns(ctx), >, 0);
+
+    /* Each wait ends with a timer, 20 ms on: spinning never pays. */
+    misses = poll_misses(ctx);
+    for (int i = 0; i < ROUNDS; i++) {
+        block_until_timer(ctx, &bound);
+    }
+    misses = poll_misses(ctx) - misses;
+    printf("# %" PRIu64 " of %d slow waits spun a window\n", misses, ROUNDS);
+    ASSERT_UINT(misses, <=, 2);
+    /* The socket-like handler keeps its window for its own events. */
+    ASSERT_INT(aioloop_context_get_poll_ns(ctx), >, 0);
+
+    /*
+     * Events that come at once, the read still in flight: the window for
+     * such waits grows again, and io_poll() finds the event.
+     */
+    hits = poll_hits(ctx);
+    for (int i = 0; i < ROUNDS && poll_hits(ctx) == hits; i++) {
+        unsigned before = p.reads;
+
+        test_eventfd_write(p.fd);
+        while (p.reads == before) {
+            aio_poll(ctx, true);
+        }
+        for (int j = 0; j < 3; j++) {
+            aio_poll(ctx, false);
+        }
+        __atomic_store_n(&p.flag, true, __ATOMIC_RELEASE);
+        poll_once_with_rescue(ctx, p.fd, &rescued);
+        __atomic_store_n(&p.flag, false, __ATOMIC_RELEASE);
+        test_eventfd_drain(p.fd);
+    }
+    if (poll_hits(ctx) == hits) {
+        TEST_FAIL_("with a block request in flight, events that come at "
+                   "once are never polled");
+    }
+    ASSERT_FALSE(d.done);
+
+    sem_post(&d.release);
+    while (!d.done) {
+        aio_poll(ctx, true);
+    }
+    ASSERT_EQ(d.ret, 0);
+    test_watchdog_cancel();
+
+    timer_free(bound.timer);
+    qemu_set_current_aio_context(NULL);
+    close(d.fd);
+    sem_destroy(&d.release);
+    pollable_stop(ctx, &p);
+}
+
 TEST(io_poll_without_io_poll_ready_is_dropped)
 {
     AioContext *ctx = test_aio_context_new();
@@ -1728,6 +1870,7 @@ RUN_TESTS(T(fd_read_level_triggered_pipe),
           T(adaptive_poll_backs_off_after_missed_windows),
           T(adaptive_poll_fdmon_event_in_window_is_a_hit),
           T(adaptive_poll_io_poll_hit_also_seen_by_fdmon),
+          T(adaptive_poll_waits_on_slow_block_io_stop_spinning),
           T(io_poll_without_io_poll_ready_is_dropped),
           T(poll_disabled_tracks_handlers),
           T(nonblocking_poll_all_pollable_makes_no_syscall),
