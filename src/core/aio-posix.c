@@ -871,7 +871,16 @@ bool aio_poll(AioContext *ctx, bool blocking)
         block_ns = aio_clock_ns() - start;
         ctx->poll_start_ns = start;
         if (io_wait) {
-            adjust_polling_time(ctx, &ctx->poll_io_wait, block_ns, poll_hit,
+            /*
+             * The threads engine's completions come through aio_notify():
+             * judge them by when they were sent, as for the notifier node.
+             */
+            int64_t event_ns = block_ns;
+
+            if (!poll_hit) {
+                adjust_notifier_event_ns(ctx, &event_ns);
+            }
+            adjust_polling_time(ctx, &ctx->poll_io_wait, event_ns, poll_hit,
                                 missed);
         }
     }
