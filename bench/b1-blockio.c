@@ -17,7 +17,7 @@
  *   b1-blockio --file PATH [--engine io_uring|linux-aio|threads]
  *              [--rw randread|read|write] [--bs BYTES[k|m]] [--iodepth N]
  *              [--direct] [--runtime SECONDS] [--ops N] [--size BYTES]
- *              [--poll-max-ns NS]
+ *              [--poll-max-ns NS] [--max-batch N]
  *
  * Prints one machine-readable line (key=value, read by b1-blockio.sh):
  *
@@ -74,6 +74,7 @@ typedef struct B1 {
     uint64_t max_ops;
     uint64_t size;
     int64_t poll_max_ns;
+    int64_t max_batch; /* aio_max_batch; 0: the default */
 
     /* run */
     int fd;
@@ -165,7 +166,7 @@ static void usage(void)
             "threads] [--rw randread|read|write]\n"
             "       [--bs BYTES[k|m]] [--iodepth N] [--direct] "
             "[--runtime SECONDS] [--ops N]\n"
-            "       [--size BYTES] [--poll-max-ns NS]\n");
+            "       [--size BYTES] [--poll-max-ns NS] [--max-batch N]\n");
     exit(1);
 }
 
@@ -182,6 +183,7 @@ static void parse_args(B1 *b, int argc, char **argv)
         { "ops", required_argument, NULL, 'n' },
         { "size", required_argument, NULL, 's' },
         { "poll-max-ns", required_argument, NULL, 'p' },
+        { "max-batch", required_argument, NULL, 'm' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -254,6 +256,9 @@ static void parse_args(B1 *b, int argc, char **argv)
         case 'p':
             b->poll_max_ns = atoll(optarg);
             break;
+        case 'm':
+            b->max_batch = atoll(optarg);
+            break;
         default:
             usage();
         }
@@ -313,6 +318,7 @@ int main(int argc, char **argv)
     }
     qemu_set_current_aio_context(ctx);
     aio_context_set_poll_params(ctx, b.poll_max_ns, 0, 0, &error_abort);
+    aio_context_set_aio_params(ctx, b.max_batch);
     ret = aioloop_block_engine_select(ctx, b.engine, &err);
     if (ret < 0) {
         fprintf(stderr, "b1-blockio: engine %s: %s\n",

@@ -31,6 +31,9 @@
 #   BENCH_B1_WORKLOADS only these workloads (e.g. "randread-4k-qd1"; default
 #                      all: randread-4k-qd1 randread-4k-qd32 read-1m-qd8
 #                      write-1m-qd8, the last two and qd1 not for threads)
+#   BENCH_B1_MAX_BATCH aioloop's aio_max_batch (default 0: the library's
+#                      default: io_uring submits a loop iteration's requests
+#                      at once, linux-aio 32 at a time)
 #   BENCH_B1_KEEP=1    keep the test file (reused by the next run)
 #   BENCH_QUICK=1      smoke test: small file, short runs, one round
 set -u -o pipefail
@@ -142,7 +145,8 @@ if [ $have_fio = 1 ]; then
             echo "fio's default (1)")"
 fi
 echo "# B1 aioloop: one AioContext, aio_poll(ctx, true) in the main thread," \
-     "iodepth coroutines, polling off; $(uname -r)"
+     "iodepth coroutines, polling off, aio_max_batch ${BENCH_B1_MAX_BATCH:-0}" \
+     "(0: default); $(uname -r)"
 
 # ---- one run of each side --------------------------------------------------
 
@@ -151,7 +155,8 @@ run_aioloop() {
     local d=()
     [ "$5" = 1 ] && d=(--direct)
     "$prog" --file "$file" --engine "$1" --rw "$2" --bs "$3" --iodepth "$4" \
-        "${d[@]}" --runtime "$runtime" >"$6" 2>"$6.err"
+        "${d[@]}" --runtime "$runtime" --max-batch "${BENCH_B1_MAX_BATCH:-0}" \
+        >"$6" 2>"$6.err"
 }
 
 # run_fio ENGINE RW BS QD DIRECT OUT -> JSON in OUT
