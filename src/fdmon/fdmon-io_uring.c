@@ -464,6 +464,21 @@ static void fill_sq_ring(AioContext *ctx, AioHandlerList *ready_list,
     }
 }
 
+/*
+ * Something to report without waiting: completions (posted, overflowed, or
+ * pending as task work), reaped completions not yet dispatched, or nodes
+ * still on the submit list, whose fds are not watched yet.  Queued SQEs are
+ * the caller's business: wait() submits them, need_wait() counts them.
+ */
+static bool ready_without_waiting(AioContext *ctx)
+{
+    struct io_uring *ring = &state(ctx)->ring;
+
+    return io_uring_cq_ready(ring) || io_uring_cq_has_overflow(ring) ||
+           taskrun_pending(state(ctx)) || !submit_list_empty(ctx) ||
+           !QSIMPLEQ_EMPTY(&ctx->cqe_ready);
+}
+
 static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerList *ready_list,
                                int64_t timeout)
 {
@@ -475,13 +490,8 @@ static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerList *ready_list,
 
     fill_sq_ring(ctx, ready_list, &count);
 
-    /*
-     * Don't block when there is something to report already, or when
-     * nodes are still on the submit list: their fds are not watched yet.
-     */
-    if (count || io_uring_cq_ready(ring) || io_uring_cq_has_overflow(ring) ||
-        taskrun_pending(state(ctx)) || !submit_list_empty(ctx) ||
-        !QSIMPLEQ_EMPTY(&ctx->cqe_ready)) {
+    /* Don't block when there is something to report already. */
+    if (count || ready_without_waiting(ctx)) {
         timeout = 0;
     }
     if (timeout == 0) {
@@ -539,11 +549,7 @@ static int fdmon_io_uring_flush(AioContext *ctx, AioHandlerList *ready_list)
 
 static bool fdmon_io_uring_need_wait(AioContext *ctx)
 {
-    struct io_uring *ring = &state(ctx)->ring;
-
-    return io_uring_cq_ready(ring) || io_uring_sq_ready(ring) ||
-           io_uring_cq_has_overflow(ring) || taskrun_pending(state(ctx)) ||
-           !submit_list_empty(ctx) || !QSIMPLEQ_EMPTY(&ctx->cqe_ready);
+    return io_uring_sq_ready(&state(ctx)->ring) || ready_without_waiting(ctx);
 }
 
 /*
