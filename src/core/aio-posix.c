@@ -668,7 +668,6 @@ static bool aio_dispatch_ready_handlers(AioContext *ctx,
                    (fdmon_woke && QLIST_IS_INSERTED(node, node_poll));
         bool p;
 
-
         QLIST_REMOVE(node, node_ready);
         p = aio_dispatch_handler(ctx, node);
         n += p;
