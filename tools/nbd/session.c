@@ -35,11 +35,6 @@
 /* A trip's outcome when the export is drained: stop, no error. */
 #define TRIP_PARK 1
 
-static inline unsigned atomic_load_u(unsigned *p)
-{
-    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
-}
-
 /* ------------------------------------------------------------------ */
 /* Handshake */
 
