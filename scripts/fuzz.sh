@@ -75,7 +75,7 @@ fi
 
 # Configure: clang, ASan+UBSan, every object coverage-instrumented.
 setup_args=(-Dfuzz=true -Dnbd=enabled -Db_sanitize=address,undefined
-            -Db_lundef=false -Dwerror=false -Dslow_tests=false
+            -Db_lundef=false -Dwerror=true -Dslow_tests=false
             -Dbench=false -Dc_args=-fsanitize=fuzzer-no-link)
 if [ -f "$BUILD/build.ninja" ]; then
     meson configure "$BUILD" "${setup_args[@]}" >"$tmp/setup.log" 2>&1 || {
