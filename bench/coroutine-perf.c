@@ -4,8 +4,10 @@
  *  C1 enter+yield   one coroutine that yields in a loop, entered N times:
  *                   ns per round trip (two switches).  Next to it the floor:
  *                   the same round trip through the bare switch-<arch>.S
- *                   between two stacks, measured in this run; and, as a
- *                   "#" line, glibc swapcontext() (a syscall per switch).
+ *                   between two stacks, measured in this run; and, as
+ *                   "#" lines, the same switch inlined into both loops (no
+ *                   call or return: x86-64 only) and glibc swapcontext()
+ *                   (a syscall per switch).
  *  C2 create+enter+terminate   qemu_coroutine_create(noop) + enter, N
  *                   times, pool warm: ns per coroutine.
  *  C3 nesting       QEMU's perf/nesting: a coroutine creates and enters a
@@ -156,6 +158,77 @@ static double c1_floor(long n)
 }
 #endif
 
+#if defined(__x86_64__)
+/*
+ * The switch with no call and no return around it: both loops switch
+ * with inline asm, so the return-stack predictor never sees a return land
+ * on a stack other than its call's.  An API switch cannot be shaped like
+ * this (enter and yield are functions that return on different stacks);
+ * the gap between this and the bare switch above is what the two
+ * mispredicted returns per round trip cost on this CPU.
+ */
+#define INLINE_SWITCH(save, load)                                            \
+    do {                                                                     \
+        register void **rdi_ __asm__("rdi") = (save);                        \
+        register void **rsi_ __asm__("rsi") = (load);                        \
+        __asm__ volatile("leaq 1f(%%rip), %%rcx\n\t"                         \
+                         "movq %%rsp, 0(%%rdi)\n\t"                          \
+                         "movq %%rbp, 8(%%rdi)\n\t"                          \
+                         "movq %%rcx, 16(%%rdi)\n\t"                         \
+                         "movq 0(%%rsi), %%rsp\n\t"                          \
+                         "movq 8(%%rsi), %%rbp\n\t"                          \
+                         "jmpq *16(%%rsi)\n"                                 \
+                         "1:\n\t"                                            \
+                         : "+r"(rdi_), "+r"(rsi_)                            \
+                         :                                                   \
+                         : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10",    \
+                           "r11", "r12", "r13", "r14", "r15", "memory",      \
+                           "cc");                                            \
+    } while (0)
+
+static void *inl_main[3], *inl_co[3];
+
+void c1_inline_co(void);
+__attribute__((noreturn)) void c1_inline_co(void)
+{
+    for (;;) {
+        INLINE_SWITCH(inl_co, inl_main);
+    }
+}
+
+/* A fresh stack's first "resume": call c1_inline_co with rsp aligned. */
+__asm__(".text\n"
+        "c1_inline_start:\n\t"
+        "call c1_inline_co\n\t"
+        "ud2\n");
+extern char c1_inline_start[];
+
+static double c1_inline_floor(long n)
+{
+    static char *stack;
+    uint64_t t0, t1;
+
+    if (!stack) {
+        stack = malloc(64 * 1024);
+        inl_co[0] = (void *)(((uintptr_t)stack + 64 * 1024) & ~(uintptr_t)15);
+        inl_co[1] = NULL;
+        inl_co[2] = c1_inline_start;
+    }
+    t0 = cpu_ns();
+    for (long i = 0; i < n; i++) {
+        INLINE_SWITCH(inl_main, inl_co);
+    }
+    t1 = cpu_ns();
+    return (double)(t1 - t0) / n;
+}
+#else
+static double c1_inline_floor(long n)
+{
+    (void)n;
+    return -1;
+}
+#endif
+
 static void coroutine_fn noop(void *opaque)
 {
     (void)opaque;
@@ -235,7 +308,7 @@ int main(void)
     long n1 = bench_n(20 * 1000 * 1000);
     long n2 = bench_n(10 * 1000 * 1000);
     long cycles = bench_n(10000);
-    double c1 = -1, fl = -1, uc = -1, c2 = -1, c3 = -1;
+    double c1 = -1, fl = -1, inl = -1, uc = -1, c2 = -1, c3 = -1;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("# C1-C3 coroutines: backend %s, stack %zu KiB; best of %d\n",
@@ -250,6 +323,7 @@ int main(void)
     for (int rep = 0; rep < REPS; rep++) {
         c1 = best(c1, c1_enter_yield(n1));
         fl = best(fl, c1_floor(n1));
+        inl = best(inl, c1_inline_floor(n1));
         uc = best(uc, c1_swapcontext(n1 / 10));
         c2 = best(c2, c2_create_enter(n2));
         c3 = best(c3, c3_nesting(cycles, 1000));
@@ -260,6 +334,11 @@ int main(void)
     }
     line("C1 enter+yield", "ns", c1, "bare asm switch", fl, 57, "57-67",
          15, "ns");
+    if (inl >= 0) {
+        printf("# C1 reference: the same switch with no call/return around "
+               "it %.1f ns; the difference from the bare switch is the two "
+               "return mispredictions of any function-shaped switch\n", inl);
+    }
     printf("# C1 reference: glibc swapcontext round trip %.0f ns (a "
            "sigprocmask syscall per switch, which the ucontext backend "
            "avoids with sigsetjmp/siglongjmp)\n", uc);
