@@ -33,7 +33,9 @@
  *  - Requests are batched: they reach the kernel together at the end of
  *    the loop iteration that queued them, or as soon as aio_max_batch of
  *    them are queued (aio_context_set_aio_params(); linux-aio's default is
- *    32, io_uring's is the ring size).
+ *    32).  io_uring's default adapts on the fd monitor's ring: requests of
+ *    up to 64 KiB go 4 at a time while the loop sleeps waiting for the
+ *    device, one batch per iteration otherwise (docs/block-io.md).
  *  - The completion resumes the coroutine in the context that submitted
  *    the request, which must be the current one (the coroutine runs in
  *    qemu_get_current_aio_context()).

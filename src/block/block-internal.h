@@ -57,8 +57,8 @@ static inline void block_count_submit(AioContext *ctx)
 }
 
 /*
- * The batch limit for @ctx: aio_max_batch when set, else @dflt; never more
- * than @dev_max_batch when that is non-zero.
+ * The batch limit for @ctx: aio_max_batch when set, else @dflt (0: left to
+ * the engine); never more than @dev_max_batch when that is non-zero.
  */
 static inline unsigned block_max_batch(AioContext *ctx, unsigned dflt,
                                        uint64_t dev_max_batch)
@@ -69,7 +69,7 @@ static inline unsigned block_max_batch(AioContext *ctx, unsigned dflt,
     if (dev_max_batch && dev_max_batch < n) {
         n = (unsigned)dev_max_batch;
     }
-    return n ? n : 1;
+    return n;
 }
 
 /*

@@ -756,6 +756,160 @@ TEST(full_submission_queue_drops_nothing)
     block_ctx_free(ctx);
 }
 
+/* ---- small batches while the loop waits for a device -------------------- */
+
+/*
+ * Pipes stand in for a device: a read of an empty pipe goes to the kernel
+ * and completes only when another thread writes, as a disk request
+ * completes only when the disk is done.
+ */
+#define EARLY_READS 16
+#define EARLY_BYTES 64
+
+typedef struct PipeRead {
+    int fd;
+    unsigned *done;
+    int ret;
+} PipeRead;
+
+typedef struct Early {
+    AioContext *ctx;
+    int first[2];
+    int pipes[EARLY_READS][2];
+    PipeRead first_read;
+    PipeRead reads[EARLY_READS];
+    unsigned done;
+    AioloopBlockStats at_dispatch;
+    pid_t home_tid;
+} Early;
+
+static void coroutine_fn pipe_read_co(void *opaque)
+{
+    PipeRead *p = opaque;
+    uint8_t buf[EARLY_BYTES];
+    QEMUIOVector qiov;
+
+    qemu_iovec_init_buf(&qiov, buf, sizeof(buf));
+    p->ret = aioloop_co_preadv(p->fd, 0, &qiov, 0);
+    (*p->done)++;
+}
+
+/*
+ * Read the first pipe; once that completes (in aio_poll()'s dispatch),
+ * queue EARLY_READS more reads in the same dispatch.
+ */
+static void coroutine_fn early_first_co(void *opaque)
+{
+    Early *e = opaque;
+
+    pipe_read_co(&e->first_read);
+    aioloop_block_get_stats(e->ctx, &e->at_dispatch);
+    for (int i = 0; i < EARLY_READS; i++) {
+        aio_co_enter(e->ctx, qemu_coroutine_create(pipe_read_co,
+                                                   &e->reads[i]));
+    }
+}
+
+static void *early_writer(void *opaque)
+{
+    Early *e = opaque;
+    char byte[EARLY_BYTES] = { 0 };
+
+    test_wait_thread_sleeping(e->home_tid, NULL);
+    ASSERT_EQ(write(e->first[1], byte, sizeof(byte)), (ssize_t)sizeof(byte));
+    return NULL;
+}
+
+/*
+ * Submits made by the dispatch that follows the first read's completion,
+ * when the loop slept for that read (@sleep) or found it done at once.
+ * The reads queued then are of empty pipes, or with @cached of a file in
+ * the page cache, which complete inline.
+ */
+static uint64_t early_run(bool sleep, bool cached)
+{
+    Early e = { .ctx = block_ctx_new(), .home_tid = test_gettid() };
+    char byte[EARLY_BYTES] = { 0 };
+    AioloopBlockStats after;
+    pthread_t writer = 0;
+    int file = -1;
+
+    ASSERT_EQ(pipe(e.first), 0);
+    e.first_read = (PipeRead){ .fd = e.first[0], .done = &e.done };
+    if (cached) {
+        file = test_file(false);
+        ASSERT_EQ(pwrite(file, byte, sizeof(byte), 0), (ssize_t)sizeof(byte));
+    }
+    for (int i = 0; i < EARLY_READS; i++) {
+        ASSERT_EQ(pipe(e.pipes[i]), 0);
+        e.reads[i] = (PipeRead){ .fd = cached ? file : e.pipes[i][0],
+                                 .done = &e.done };
+    }
+    aio_co_enter(e.ctx, qemu_coroutine_create(early_first_co, &e));
+    if (sleep) {
+        writer = test_thread_start(early_writer, &e);
+    } else {
+        ASSERT_EQ(write(e.first[1], byte, sizeof(byte)),
+                  (ssize_t)sizeof(byte));
+    }
+    test_watchdog("early submission", 240);
+    while (e.done < 1) {
+        aio_poll(e.ctx, true);
+    }
+    aioloop_block_get_stats(e.ctx, &after);
+    if (writer) {
+        test_thread_join(writer);
+    }
+    for (int i = 0; i < EARLY_READS && !cached; i++) {
+        ASSERT_EQ(write(e.pipes[i][1], byte, sizeof(byte)),
+                  (ssize_t)sizeof(byte));
+    }
+    run_until(e.ctx, &e.done, 1 + EARLY_READS, "early submission");
+    if (file >= 0) {
+        close(file);
+    }
+    ASSERT_EQ(e.first_read.ret, 0);
+    for (int i = 0; i < EARLY_READS; i++) {
+        ASSERT_EQ(e.reads[i].ret, 0);
+        close(e.pipes[i][0]);
+        close(e.pipes[i][1]);
+    }
+    close(e.first[0]);
+    close(e.first[1]);
+    block_ctx_free(e.ctx);
+    return after.submits - e.at_dispatch.submits;
+}
+
+TEST(batching_goes_small_while_the_loop_waits_for_a_device)
+{
+    AioContext *probe = block_ctx_new();
+    bool shared_ring = engine == AIOLOOP_BLOCK_ENGINE_IO_URING &&
+                       !strcmp(aioloop_context_fdmon_name(probe), "io_uring");
+    uint64_t slept, did_not, cached;
+
+    block_ctx_free(probe);
+    if (!shared_ring) {
+        /* Only the fd monitor's ring knows whether the loop slept. */
+        printf("# %s: not on the io_uring fd monitor's ring, batches stay "
+               "the default\n", aioloop_block_engine_name(engine));
+        return;
+    }
+    slept = early_run(true, false);
+    did_not = early_run(false, false);
+    cached = early_run(true, true);
+    printf("# %s: %d reads queued after a wait for the device: %" PRIu64
+           " submits in that dispatch; after a wait that found the read "
+           "done: %" PRIu64 "; page-cache reads after a wait for the "
+           "device: %" PRIu64 "\n", aioloop_block_engine_name(engine),
+           EARLY_READS, slept, did_not, cached);
+    /* Four at a time (fdmon-io_uring.c DEVICE_BATCH)... */
+    ASSERT_UINT(slept, ==, EARLY_READS / 4);
+    /* ...all at the end of the iteration when the loop is not idle... */
+    ASSERT_UINT(did_not, ==, 0);
+    /* ...and once the first four complete inline, the rest at the end. */
+    ASSERT_UINT(cached, ==, 1);
+}
+
 /* ---- nested aio_poll from a resumed coroutine ---------------------------- */
 
 typedef struct Nested {
@@ -1152,6 +1306,7 @@ int main(int argc, char **argv)
         T(submit_with_another_engine),
         T(batching_respects_aio_max_batch),
         T(batching_groups_requests_of_one_iteration),
+        T(batching_goes_small_while_the_loop_waits_for_a_device),
         T(full_submission_queue_drops_nothing),
         T(nested_aio_poll_in_completion),
         T(last_unref_with_request_in_flight_completes_it),
