@@ -641,11 +641,11 @@ AioContext *aio_context_new(Error **errp)
     AioContext *ctx;
     int ret;
 
-    ctx = calloc(1, sizeof(*ctx));
-    if (!ctx) {
+    if (posix_memalign((void **)&ctx, AIO_CACHELINE, sizeof(*ctx)) != 0) {
         error_setg(errp, "Failed to allocate AioContext");
         return NULL;
     }
+    memset(ctx, 0, sizeof(*ctx));
     ctx->refcnt = 1;
     ctx->epollfd = -1;
     pthread_mutexattr_init(&attr);
