@@ -376,6 +376,11 @@ static inline void aio_context_bind_home(AioContext *ctx, const char *caller)
 bool aio_context_is_home(AioContext *ctx);
 /* The context dispatching callbacks in this thread (see aio_bh_enqueue). */
 extern AIOLOOP_TLS AioContext *aio_tls_dispatch_ctx;
+/*
+ * qemu_get_current_aio_context()'s variable, for the library's hot callers
+ * (qemu_coroutine_enter()), which then read it without a call.
+ */
+extern AIOLOOP_TLS AioContext *aio_tls_current_ctx;
 
 /* Home-thread walks of the handler lists (see AioContext.walking). */
 static inline void aio_walk_begin(AioContext *ctx)

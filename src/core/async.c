@@ -70,7 +70,7 @@ enum {
     BH_LOCAL_IDLE = 1 << 1,
 };
 
-static AIOLOOP_TLS AioContext *tls_current_ctx;
+AIOLOOP_TLS AioContext *aio_tls_current_ctx;
 AIOLOOP_TLS int aio_tls_tid;
 
 /*
@@ -533,13 +533,13 @@ int64_t aio_compute_timeout(AioContext *ctx)
 
 AioContext *qemu_get_current_aio_context(void)
 {
-    return tls_current_ctx;
+    return aio_tls_current_ctx;
 }
 
 void qemu_set_current_aio_context(AioContext *ctx)
 {
     if (!ctx) {
-        AioContext *old = tls_current_ctx;
+        AioContext *old = aio_tls_current_ctx;
 
         /* Let another thread take over the context after this one exits. */
         if (old) {
@@ -547,16 +547,16 @@ void qemu_set_current_aio_context(AioContext *ctx)
             __atomic_compare_exchange_n(&old->home_tid, &me, 0, false,
                                         __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
         }
-        tls_current_ctx = NULL;
+        aio_tls_current_ctx = NULL;
         return;
     }
-    if (tls_current_ctx) {
+    if (aio_tls_current_ctx) {
         error_report("qemu_set_current_aio_context: this thread already runs "
-                     "AioContext %p; call it once per thread", (void *)tls_current_ctx);
+                     "AioContext %p; call it once per thread", (void *)aio_tls_current_ctx);
         abort();
     }
     aio_context_bind_home(ctx, "qemu_set_current_aio_context");
-    tls_current_ctx = ctx;
+    aio_tls_current_ctx = ctx;
 }
 
 void aio_context_bind_home_slow(AioContext *ctx, const char *caller)
@@ -587,7 +587,7 @@ bool aio_context_is_home(AioContext *ctx)
 
 bool in_aio_context_home_thread(AioContext *ctx)
 {
-    return ctx == tls_current_ctx || qatomic_read(&ctx->home_tid) == current_tid();
+    return ctx == aio_tls_current_ctx || qatomic_read(&ctx->home_tid) == current_tid();
 }
 
 /* ---- lifecycle -------------------------------------------------------- */

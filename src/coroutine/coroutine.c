@@ -63,6 +63,8 @@ typedef struct LocalPool {
     long in_use;
     /* Highest in_use in the previous and in the current decay window. */
     long peak, window_peak;
+    /* local_pool_max(), kept current as the peaks change (release is hot). */
+    unsigned max;
     unsigned window_left;
     bool registered;           /* thread-exit hook armed */
 } LocalPool;
@@ -123,6 +125,13 @@ static inline Coroutine *self_or_leader(void)
 
 /* ---- stacks ------------------------------------------------------------- */
 
+/*
+ * The pool's slow paths (mapping, the shared pool, trimming): kept out of
+ * line so that create and terminate, which run per coroutine, save fewer
+ * registers.
+ */
+#define COLD __attribute__((noinline, cold))
+
 #define STACK_SIZE_DEFAULT (1u << 20)
 #define STACK_SIZE_MIN (16u << 10)
 #define STACK_SIZE_MAX ((size_t)1 << 30)
@@ -174,7 +183,7 @@ uint64_t coroutine_stats_stack_frees(void)
  * overflow faults instead of overwriting memory), the stack, then the
  * Coroutine itself in the page(s) above the stack.  No malloc.
  */
-static Coroutine *stack_alloc(size_t ssize)
+static COLD Coroutine *stack_alloc(size_t ssize)
 {
     size_t page = page_size();
     size_t hdr = (sizeof(Coroutine) + page - 1) & ~(page - 1);
@@ -219,7 +228,7 @@ static Coroutine *stack_alloc(size_t ssize)
     return co;
 }
 
-static void stack_free(Coroutine *co)
+static COLD void stack_free(Coroutine *co)
 {
     void *map = co->map;
     size_t map_size = co->map_size;
@@ -391,7 +400,7 @@ static void shared_pool_put(Coroutine *batch)
  * burst that is over do not stay mapped forever.  Racy updates of demand
  * only make the heuristic a little less exact.
  */
-static void shared_pool_decay(void)
+static COLD void shared_pool_decay(void)
 {
     Coroutine *to_free = NULL;
 
@@ -416,7 +425,7 @@ static void shared_pool_decay(void)
 }
 
 /* Trim @lp to @max, batches first to the shared pool. */
-static void local_pool_trim(LocalPool *lp, unsigned max)
+static COLD void local_pool_trim(LocalPool *lp, unsigned max)
 {
     while (lp->size > max) {
         shared_pool_put(local_pool_take_batch(lp));
@@ -433,16 +442,17 @@ static void local_pool_flush(void *opaque)
 }
 
 /* First pool use in this thread: arm the thread-exit flush. */
-static void local_pool_register(LocalPool *lp)
+static COLD void local_pool_register(LocalPool *lp)
 {
     pthread_once(&pool_once, pool_init);
     pthread_setspecific(pool_key, lp);
     lp->registered = true;
     lp->window_left = POOL_WINDOW;
+    lp->max = local_pool_max(lp);  /* pool_hard_cap is known from now on */
 }
 
 /* The local list is empty: take a batch from the shared pool. */
-static void local_pool_refill(LocalPool *lp)
+static COLD void local_pool_refill(LocalPool *lp)
 {
     Coroutine *batch;
 
@@ -475,6 +485,7 @@ static Coroutine *coroutine_alloc(void)
 
     if (unlikely(++lp->in_use > lp->window_peak)) {
         lp->window_peak = lp->in_use;
+        lp->max = local_pool_max(lp);
     }
     for (;;) {
         co = lp->head;
@@ -511,13 +522,14 @@ static void coroutine_release(Coroutine *co)
         lp->peak = lp->window_peak;
         lp->window_peak = MAX(lp->in_use, 0);
         lp->window_left = POOL_WINDOW;
-        local_pool_trim(lp, local_pool_max(lp));
+        lp->max = local_pool_max(lp);
+        local_pool_trim(lp, lp->max);
         shared_pool_decay();
     }
     co->pool_next = lp->head;
     lp->head = co;
     lp->size++;
-    max = local_pool_max(lp);
+    max = lp->max;
     if (unlikely(lp->size > max)) {
         /* Some slack, so that the next releases do not trim again. */
         local_pool_trim(lp, max > POOL_BATCH / 2 ? max - POOL_BATCH / 2 : 0);
@@ -695,7 +707,7 @@ void qemu_aio_coroutine_enter(AioContext *ctx, Coroutine *co)
 
 void qemu_coroutine_enter(Coroutine *co)
 {
-    qemu_aio_coroutine_enter(qemu_get_current_aio_context(), co);
+    qemu_aio_coroutine_enter(aio_tls_current_ctx, co);
 }
 
 void qemu_coroutine_enter_if_inactive(Coroutine *co)
