@@ -47,14 +47,11 @@ enum {
 #define IDLE_BH_TIMEOUT_NS (10 * 1000 * 1000)
 
 struct QEMUBH {
-    AioContext *ctx;
-    const char *name;
-    QEMUBHFunc *cb;
-    void *opaque;
-    MemReentrancyGuard *reentrancy_guard;
+    /*
+     * What the home thread reads of a BH another thread scheduled, first
+     * and together: usually one cache line to pull from the scheduler's CPU.
+     */
     QSLIST_ENTRY(QEMUBH) next;       /* bh_list or a slice's remote list */
-    QSLIST_ENTRY(QEMUBH) local_next; /* bh_local or a slice's local list */
-    QLIST_ENTRY(QEMUBH) all;         /* ctx->bh_all (not one-shots) */
     unsigned flags;                  /* atomic */
     /*
      * BH_LOCAL_*: scheduled from the home thread's dispatch.  Relaxed
@@ -62,7 +59,14 @@ struct QEMUBH {
      * any thread.
      */
     unsigned local;
+    QEMUBHFunc *cb;
+    void *opaque;
+    AioContext *ctx;
+    MemReentrancyGuard *reentrancy_guard;
     bool in_local_list;              /* home thread */
+    QSLIST_ENTRY(QEMUBH) local_next; /* bh_local or a slice's local list */
+    QLIST_ENTRY(QEMUBH) all;         /* ctx->bh_all (not one-shots) */
+    const char *name;
 };
 
 enum {
@@ -237,6 +241,16 @@ static QEMUBH *aio_bh_dequeue(BHList *head, unsigned *flags)
     if (!bh) {
         return NULL;
     }
+    /*
+     * Another CPU wrote it last: fetch the line for writing now, or the
+     * read of ->next gets it shared and the fetch_and below pays a second
+     * transfer to upgrade it.
+     */
+#if defined(__x86_64__)
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)bh));
+#else
+    __builtin_prefetch(bh, 1);
+#endif
     QSLIST_REMOVE_HEAD(head, next);
 
     /*
