@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "aio-internal.h"
+#include "timer-internal.h"
 
 #include "../util/alloc.h"
 /* A polled handler with no success for this long leaves the polled list. */
@@ -896,7 +897,9 @@ bool aio_poll(AioContext *ctx, bool blocking)
     }
     aio_free_deleted_handlers(ctx);
     aio_walk_end(ctx);
-    progress |= timerlistgroup_run_timers(&ctx->tlg);
+    if (timerlistgroup_any_pending(&ctx->tlg)) {
+        progress |= timerlistgroup_run_timers(&ctx->tlg);
+    }
     aio_tls_dispatch_ctx = saved_dispatch;
 
     qatomic_set(&ctx->stats.iterations, ctx->stats.iterations + 1);

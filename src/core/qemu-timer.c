@@ -99,14 +99,15 @@ typedef struct HeapEnt {
 } HeapEnt;
 
 struct QEMUTimerList {
-    pthread_mutex_t lock;
     /*
      * Earliest expire time of the list's pending timers (the heap's head or
      * a deferred timer), -1 if none.  Written under lock, read lock-free.
      * May be earlier than the true earliest after a deferred timer is
-     * deleted: that costs a spurious wake-up at worst.
+     * deleted: that costs a spurious wake-up at worst.  First, so that
+     * timerlistgroup_any_pending() (timer-internal.h) can read it inline.
      */
     int64_t head_expire;
+    pthread_mutex_t lock;
     HeapEnt *heap;             /* lock: inside heap_base, see heap_resize */
     void *heap_base;           /* lock: the allocation */
     uint32_t n;                /* lock: timers in the heap */
@@ -125,6 +126,9 @@ struct QEMUTimerList {
     QEMUTimerList *next;
     QEMUTimerList **pprev;
 };
+
+_Static_assert(offsetof(QEMUTimerList, head_expire) == 0,
+               "timerlistgroup_any_pending() reads head_expire at offset 0");
 
 typedef struct Clock {
     /* Atomic; changed under clocks_lock.  Seq-cst where it pairs with
@@ -938,7 +942,7 @@ bool timerlistgroup_run_timers(QEMUTimerListGroup *tlg)
 {
     bool progress = false;
 
-    /* Runs every aio_poll(): test the heads here, call only when armed. */
+    /* Test the heads here, call only when armed. */
     for (int type = 0; type < QEMU_CLOCK_MAX; type++) {
         QEMUTimerList *tl = tlg->tl[type];
 

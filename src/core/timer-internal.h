@@ -31,6 +31,24 @@ int64_t timer_mod_ns_prev(QEMUTimer *ts, int64_t expire_time);
 bool timer_del_was_pending(QEMUTimer *ts);
 
 /*
+ * Is any timer of @tlg pending?  Reads each list's cached earliest
+ * deadline lock-free, as timerlistgroup_run_timers() does, but without a
+ * call: the event loop asks on every iteration and usually hears no.
+ * Relies on QEMUTimerList starting with that deadline (qemu-timer.c
+ * asserts it).
+ */
+static inline bool timerlistgroup_any_pending(QEMUTimerListGroup *tlg)
+{
+    for (int type = 0; type < QEMU_CLOCK_MAX; type++) {
+        if (__atomic_load_n((const int64_t *)(const void *)tlg->tl[type],
+                            __ATOMIC_RELAXED) >= 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
  * Check the heap of @tl: heap order (expire time, then arm order) between
  * every parent and child, every timer's back-index and list pointer, the
  * cached earliest deadline, and the bookkeeping of timers held back during
