@@ -39,13 +39,15 @@ bool timer_del_was_pending(QEMUTimer *ts);
  */
 static inline bool timerlistgroup_any_pending(QEMUTimerListGroup *tlg)
 {
+    /* -1 (nothing pending) has the sign bit set, any deadline has not. */
+    int64_t all = -1;
+
+#pragma GCC unroll 8
     for (int type = 0; type < QEMU_CLOCK_MAX; type++) {
-        if (__atomic_load_n((const int64_t *)(const void *)tlg->tl[type],
-                            __ATOMIC_RELAXED) >= 0) {
-            return true;
-        }
+        all &= __atomic_load_n((const int64_t *)(const void *)tlg->tl[type],
+                               __ATOMIC_RELAXED);
     }
-    return false;
+    return all >= 0;
 }
 
 /*
