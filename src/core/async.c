@@ -566,7 +566,8 @@ void qemu_set_current_aio_context(AioContext *ctx)
     }
     if (aio_tls_current_ctx) {
         error_report("qemu_set_current_aio_context: this thread already runs "
-                     "AioContext %p; call it once per thread", (void *)aio_tls_current_ctx);
+                     "AioContext %p; call it once per thread",
+                     (void *)aio_tls_current_ctx);
         abort();
     }
     aio_context_bind_home(ctx, "qemu_set_current_aio_context");
@@ -601,7 +602,8 @@ bool aio_context_is_home(AioContext *ctx)
 
 bool in_aio_context_home_thread(AioContext *ctx)
 {
-    return ctx == aio_tls_current_ctx || qatomic_read(&ctx->home_tid) == current_tid();
+    return ctx == aio_tls_current_ctx ||
+           qatomic_read(&ctx->home_tid) == current_tid();
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
