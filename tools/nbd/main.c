@@ -141,6 +141,7 @@ int main(int argc, char **argv)
             break;
         case OPT_CHARDEV: {
             const char *backend, *id, *path;
+            Chardev *grown;
 
             if (keyval_parse(&kv, optarg, "backend", &err) < 0) {
                 die(err);
@@ -157,9 +158,18 @@ int main(int argc, char **argv)
             if (keyval_check_unused(&kv, "chardev", &err) < 0) {
                 die(err);
             }
-            chardevs = realloc(chardevs, (nchardevs + 1) * sizeof(*chardevs));
+            grown = realloc(chardevs, (nchardevs + 1) * sizeof(*chardevs));
+            if (!grown) {
+                error_setg(&err, "--chardev: out of memory");
+                die(err);
+            }
+            chardevs = grown;
             chardevs[nchardevs].id = strdup(id);
             chardevs[nchardevs].path = strdup(path);
+            if (!chardevs[nchardevs].id || !chardevs[nchardevs].path) {
+                error_setg(&err, "--chardev: out of memory");
+                die(err);
+            }
             nchardevs++;
             break;
         }
