@@ -468,6 +468,11 @@ struct io_uring_sqe *fdmon_io_uring_get_sqe(AioContext *ctx);
 void fdmon_io_uring_sqe_queued(AioContext *ctx, struct io_uring_sqe *sqe,
                                CqeHandler *handler, unsigned max_batch);
 extern const FDMonOps fdmon_io_uring_ops;
+/*
+ * For tests: how many blocking waits of the io_uring monitor submitted
+ * their block requests alone first, to learn whether they complete inline.
+ */
+uint64_t fdmon_io_uring_probes(AioContext *ctx);
 
 /* Threshold at which the poll backend upgrades itself to epoll. */
 #define EPOLL_ENABLE_THRESHOLD 64

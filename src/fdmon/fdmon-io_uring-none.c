@@ -8,3 +8,9 @@ int fdmon_io_uring_setup(AioContext *ctx)
     (void)ctx;
     return -ENOSYS;
 }
+
+uint64_t fdmon_io_uring_probes(AioContext *ctx)
+{
+    (void)ctx;
+    return 0;
+}

@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "aio-internal.h"
 #include "aio-test.h"
 #include "test.h"
 
@@ -910,6 +911,67 @@ TEST(batching_goes_small_while_the_loop_waits_for_a_device)
     ASSERT_UINT(cached, ==, 1);
 }
 
+/*
+ * At a queue depth below 4 only one blocking wait in 16 submits its block
+ * requests alone first (fdmon-io_uring.c LOW_QD_PROBE_EVERY), the first one
+ * included.  33 reads one after the other make at most 33 such waits (some
+ * reads are submitted by a wait that does not block), so 1 to 3 probes;
+ * probing every wait made 17 or more.
+ */
+#define LOW_QD_READS 33
+
+typedef struct LowQd {
+    int fd;
+    int ret;
+    unsigned done;
+} LowQd;
+
+static void coroutine_fn low_qd_co(void *opaque)
+{
+    LowQd *l = opaque;
+    uint8_t buf[EARLY_BYTES];
+    QEMUIOVector qiov;
+
+    qemu_iovec_init_buf(&qiov, buf, sizeof(buf));
+    for (int i = 0; i < LOW_QD_READS && l->ret == 0; i++) {
+        l->ret = aioloop_co_preadv(l->fd, 0, &qiov, 0);
+    }
+    l->done = 1;
+}
+
+TEST(queue_depth_one_probes_one_wait_in_16)
+{
+    AioContext *ctx = block_ctx_new();
+    char data[LOW_QD_READS * EARLY_BYTES] = { 0 };
+    LowQd l = { .fd = -1 };
+    int p[2];
+    uint64_t probes;
+
+    if (engine != AIOLOOP_BLOCK_ENGINE_IO_URING ||
+        strcmp(aioloop_context_fdmon_name(ctx), "io_uring")) {
+        printf("# %s: not on the io_uring fd monitor's ring, no probes\n",
+               aioloop_block_engine_name(engine));
+        block_ctx_free(ctx);
+        return;
+    }
+    ASSERT_EQ(pipe(p), 0);
+    /* Every read finds its data: each one costs exactly one wait. */
+    ASSERT_EQ(write(p[1], data, sizeof(data)), (ssize_t)sizeof(data));
+    l.fd = p[0];
+    probes = fdmon_io_uring_probes(ctx);
+    aio_co_enter(ctx, qemu_coroutine_create(low_qd_co, &l));
+    run_until(ctx, &l.done, 1, "queue depth 1 reads");
+    probes = fdmon_io_uring_probes(ctx) - probes;
+    printf("# %d reads at queue depth 1: %" PRIu64 " probing waits\n",
+           LOW_QD_READS, probes);
+    ASSERT_EQ(l.ret, 0);
+    ASSERT_UINT(probes, >=, 1);
+    ASSERT_UINT(probes, <=, 3);
+    close(p[0]);
+    close(p[1]);
+    block_ctx_free(ctx);
+}
+
 /* ---- nested aio_poll from a resumed coroutine ---------------------------- */
 
 typedef struct Nested {
@@ -1307,6 +1369,7 @@ int main(int argc, char **argv)
         T(batching_respects_aio_max_batch),
         T(batching_groups_requests_of_one_iteration),
         T(batching_goes_small_while_the_loop_waits_for_a_device),
+        T(queue_depth_one_probes_one_wait_in_16),
         T(full_submission_queue_drops_nothing),
         T(nested_aio_poll_in_completion),
         T(last_unref_with_request_in_flight_completes_it),
