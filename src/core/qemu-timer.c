@@ -554,17 +554,14 @@ static void sift_down(QEMUTimerList *tl, size_t i, HeapEnt e)
 static void prefault(char *start, char *end)
 {
 #ifdef MADV_POPULATE_WRITE
-    static long page;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t s, e;
 
     if (end - start < PREFAULT_MIN) {
         return;
     }
-    if (!page) {
-        page = sysconf(_SC_PAGESIZE);
-    }
-    s = ((uintptr_t)start + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    e = (uintptr_t)end & ~((uintptr_t)page - 1);
+    s = ((uintptr_t)start + page - 1) & ~(page - 1);
+    e = (uintptr_t)end & ~(page - 1);
     if (e > s) {
         (void)madvise((void *)s, e - s, MADV_POPULATE_WRITE);
     }
