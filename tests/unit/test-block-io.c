@@ -916,7 +916,7 @@ TEST(batching_goes_small_while_the_loop_waits_for_a_device)
  * requests alone first (fdmon-io_uring.c LOW_QD_PROBE_EVERY), the first one
  * included.  33 reads one after the other make at most 33 such waits (some
  * reads are submitted by a wait that does not block), so 1 to 3 probes;
- * probing every wait made 17 or more.
+ * probing every wait made 32.
  */
 #define LOW_QD_READS 33
 
@@ -955,7 +955,7 @@ TEST(queue_depth_one_probes_one_wait_in_16)
         return;
     }
     ASSERT_EQ(pipe(p), 0);
-    /* Every read finds its data: each one costs exactly one wait. */
+    /* Every read finds its data: no wait sleeps for long. */
     ASSERT_EQ(write(p[1], data, sizeof(data)), (ssize_t)sizeof(data));
     l.fd = p[0];
     probes = fdmon_io_uring_probes(ctx);
