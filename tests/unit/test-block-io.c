@@ -784,14 +784,20 @@ typedef struct Early {
     pid_t home_tid;
 } Early;
 
-static void coroutine_fn pipe_read_co(void *opaque)
+static int coroutine_fn pipe_read_once(int fd)
 {
-    PipeRead *p = opaque;
     uint8_t buf[EARLY_BYTES];
     QEMUIOVector qiov;
 
     qemu_iovec_init_buf(&qiov, buf, sizeof(buf));
-    p->ret = aioloop_co_preadv(p->fd, 0, &qiov, 0);
+    return aioloop_co_preadv(fd, 0, &qiov, 0);
+}
+
+static void coroutine_fn pipe_read_co(void *opaque)
+{
+    PipeRead *p = opaque;
+
+    p->ret = pipe_read_once(p->fd);
     (*p->done)++;
 }
 
@@ -920,30 +926,22 @@ TEST(batching_goes_small_while_the_loop_waits_for_a_device)
  */
 #define LOW_QD_READS 33
 
-typedef struct LowQd {
-    int fd;
-    int ret;
-    unsigned done;
-} LowQd;
-
 static void coroutine_fn low_qd_co(void *opaque)
 {
-    LowQd *l = opaque;
-    uint8_t buf[EARLY_BYTES];
-    QEMUIOVector qiov;
+    PipeRead *p = opaque;
 
-    qemu_iovec_init_buf(&qiov, buf, sizeof(buf));
-    for (int i = 0; i < LOW_QD_READS && l->ret == 0; i++) {
-        l->ret = aioloop_co_preadv(l->fd, 0, &qiov, 0);
+    for (int i = 0; i < LOW_QD_READS && p->ret == 0; i++) {
+        p->ret = pipe_read_once(p->fd);
     }
-    l->done = 1;
+    (*p->done)++;
 }
 
 TEST(queue_depth_one_probes_one_wait_in_16)
 {
     AioContext *ctx = block_ctx_new();
     char data[LOW_QD_READS * EARLY_BYTES] = { 0 };
-    LowQd l = { .fd = -1 };
+    unsigned done = 0;
+    PipeRead l = { .fd = -1, .done = &done };
     int p[2];
     uint64_t probes;
 
@@ -960,7 +958,7 @@ TEST(queue_depth_one_probes_one_wait_in_16)
     l.fd = p[0];
     probes = fdmon_io_uring_probes(ctx);
     aio_co_enter(ctx, qemu_coroutine_create(low_qd_co, &l));
-    run_until(ctx, &l.done, 1, "queue depth 1 reads");
+    run_until(ctx, &done, 1, "queue depth 1 reads");
     probes = fdmon_io_uring_probes(ctx) - probes;
     printf("# %d reads at queue depth 1: %" PRIu64 " probing waits\n",
            LOW_QD_READS, probes);
