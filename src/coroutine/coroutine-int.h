@@ -14,27 +14,12 @@
 #include "aioloop-config.h"
 #include "../util/atomic.h"
 #include "../util/queue.h"
+#include "../util/sanitizer.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CO_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CO_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define CO_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CO_TSAN 1
-#endif
-#endif
-
-#ifdef CO_ASAN
-#include <sanitizer/asan_interface.h>
+#ifdef AIOLOOP_ASAN
 #include <sanitizer/common_interface_defs.h>
 #endif
-#ifdef CO_TSAN
+#ifdef AIOLOOP_TSAN
 #include <sanitizer/tsan_interface.h>
 #endif
 
@@ -118,7 +103,7 @@ static inline __attribute__((always_inline))
 void co_switch_start(Coroutine *to, CoroutineAction action,
                      void **fake_stack_save)
 {
-#ifdef CO_ASAN
+#ifdef AIOLOOP_ASAN
     /* A terminating coroutine's fake stack can go (NULL save pointer). */
     __sanitizer_start_switch_fiber(
         action == COROUTINE_TERMINATE ? NULL : fake_stack_save,
@@ -127,7 +112,7 @@ void co_switch_start(Coroutine *to, CoroutineAction action,
     (void)action;
     (void)fake_stack_save;
 #endif
-#ifdef CO_TSAN
+#ifdef AIOLOOP_TSAN
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #else
     (void)to;

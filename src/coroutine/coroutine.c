@@ -48,7 +48,7 @@
  *   there plain TLS loads and stores go through %fs every time.  Sanitizer
  *   instrumentation materialises TLS addresses, so it gets the safe form.
  */
-#if defined(__x86_64__) && !defined(CO_ASAN) && !defined(CO_TSAN)
+#if defined(__x86_64__) && !defined(AIOLOOP_ASAN) && !defined(AIOLOOP_TSAN)
 #define CO_TLS_ACCESSOR static inline __attribute__((always_inline))
 #define CO_TLS_FENCE() do { } while (0)
 #else
@@ -109,7 +109,7 @@ static Coroutine *leader_init(void)
     leader->uc_started = true;
 #endif
     QSIMPLEQ_INIT(&leader->co_queue_wakeup);
-#ifdef CO_TSAN
+#ifdef AIOLOOP_TSAN
     leader->tsan_fiber = __tsan_get_current_fiber();
 #endif
     set_current(leader);
@@ -203,7 +203,7 @@ static COLD Coroutine *stack_alloc(size_t ssize)
                      "page: %s", strerror(errno));
         abort();
     }
-#ifdef CO_ASAN
+#ifdef AIOLOOP_ASAN
     /*
      * The kernel may hand back the range of a stack unmapped earlier, whose
      * shadow still holds the redzones of the frames that were suspended on
@@ -216,7 +216,7 @@ static COLD Coroutine *stack_alloc(size_t ssize)
     co->map_size = map_size;
     co->stack = map + page;
     co->stack_size = ssize;
-#ifdef CO_TSAN
+#ifdef AIOLOOP_TSAN
     co->tsan_fiber = __tsan_create_fiber(0);
 #endif
 #if CONFIG_VALGRIND_H
@@ -233,14 +233,14 @@ static COLD void stack_free(Coroutine *co)
     void *map = co->map;
     size_t map_size = co->map_size;
 
-#ifdef CO_TSAN
+#ifdef AIOLOOP_TSAN
     __tsan_destroy_fiber(co->tsan_fiber);
 #endif
 #if CONFIG_VALGRIND_H
     VALGRIND_STACK_DEREGISTER(co->valgrind_stack_id);
 #endif
     qatomic_inc(&stats_stack_frees);
-#ifdef CO_ASAN
+#ifdef AIOLOOP_ASAN
     /*
      * And leave it clean: the kernel may give this range to an mmap()
      * ASan does not see (liburing's rings), whose memory would then look
@@ -541,7 +541,7 @@ static void coroutine_release(Coroutine *co)
 static inline __attribute__((always_inline))
 void switch_finished(void *fake_stack_save)
 {
-#ifdef CO_ASAN
+#ifdef AIOLOOP_ASAN
     const void *bottom_old;
     size_t size_old;
     Coroutine *leader;
@@ -565,7 +565,7 @@ void switch_finished(void *fake_stack_save)
  * Inlined only where the TLS accessors are (see CO_TLS_ACCESSOR): callers
  * must not keep TLS addresses computed before the switch.
  */
-#if defined(__x86_64__) && !defined(CO_ASAN) && !defined(CO_TSAN)
+#if defined(__x86_64__) && !defined(AIOLOOP_ASAN) && !defined(AIOLOOP_TSAN)
 static inline __attribute__((always_inline))
 #else
 static __attribute__((noinline))

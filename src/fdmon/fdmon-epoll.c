@@ -39,12 +39,7 @@
 #include <unistd.h>
 
 #include "../core/aio-internal.h"
-
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define AIOLOOP_TSAN_CLANG 1
-#endif
-#endif
+#include "../util/sanitizer.h"
 
 /*
  * Events fetched per wait.  More ready fds stay queued in the kernel and,
@@ -197,7 +192,7 @@ static int fdmon_epoll_wait(AioContext *ctx, AioHandlerList *ready_list,
     if (ret < 0) {
         return errno == EINTR ? 0 : -errno;
     }
-#if defined(__SANITIZE_THREAD__) || defined(AIOLOOP_TSAN_CLANG)
+#ifdef AIOLOOP_TSAN
     /*
      * The node pointers came through the kernel, which orders them after
      * the epoll_ctl() that registered them; TSan cannot see that edge.  The
