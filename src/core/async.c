@@ -25,6 +25,7 @@
 #include "thread-pool-internal.h"
 
 #include "../util/alloc.h"
+#include "../util/sanitizer.h"
 /*
  * Two ways to schedule a BH.  From any thread: the atomic flags below, and
  * the lock-free list ctx->bh_list ("remote").  From a callback that the
@@ -263,6 +264,71 @@ static QEMUBH *aio_bh_dequeue(BHList *head, unsigned *flags)
     return bh;
 }
 
+/*
+ * Each thread keeps up to BH_CACHE_MAX freed BHs for its next ones.  A
+ * one-shot BH sent to another thread is freed there, and that thread's
+ * next one-shot reuses it, so message traffic between two threads stops
+ * going through malloc() and free(): their chunk headers and per-thread
+ * bookkeeping were extra cache lines crossing between the CPUs with every
+ * message (W2 split CPUs, polling on: 0.49 -> 0.35 us per round trip, and
+ * 1.42-1.65 -> 1.05-1.12 us while the machine was slow).  A thread that
+ * only frees keeps BH_CACHE_MAX and hands the rest to free().
+ */
+#define BH_CACHE_MAX 64
+
+enum { BH_CACHE_UNREGISTERED, BH_CACHE_ON, BH_CACHE_OFF };
+
+static AIOLOOP_TLS QEMUBH *bh_cache; /* linked by next */
+static AIOLOOP_TLS unsigned bh_cache_len;
+static AIOLOOP_TLS unsigned char bh_cache_state;
+static pthread_once_t bh_cache_once = PTHREAD_ONCE_INIT;
+static pthread_key_t bh_cache_key;
+static bool bh_cache_key_ok;
+
+/* Thread exit: give the cache back, and cache nothing from now on. */
+static void bh_cache_drain(void *unused)
+{
+    QEMUBH *bh;
+
+    (void)unused;
+    bh_cache_state = BH_CACHE_OFF;
+    while ((bh = bh_cache)) {
+        AIOLOOP_ASAN_UNPOISON(bh, sizeof(*bh));
+        bh_cache = QSLIST_NEXT(bh, next);
+        free(bh);
+    }
+    bh_cache_len = 0;
+}
+
+static void bh_cache_key_init(void)
+{
+    bh_cache_key_ok = pthread_key_create(&bh_cache_key, bh_cache_drain) == 0;
+}
+
+/* Whether this thread may cache; registers the exit hook the first time. */
+static bool bh_cache_usable(void)
+{
+    if (likely(bh_cache_state == BH_CACHE_ON)) {
+        return true;
+    }
+    if (bh_cache_state == BH_CACHE_OFF) {
+        return false;
+    }
+    pthread_once(&bh_cache_once, bh_cache_key_init);
+    /* The key's value only has to be non-NULL for the destructor to run. */
+    if (bh_cache_key_ok && pthread_setspecific(bh_cache_key, &bh_cache) == 0) {
+        bh_cache_state = BH_CACHE_ON;
+        return true;
+    }
+    bh_cache_state = BH_CACHE_OFF;
+    return false;
+}
+
+unsigned aio_bh_cache_len(void)
+{
+    return bh_cache_len;
+}
+
 static void aio_bh_free(QEMUBH *bh)
 {
     AioContext *ctx = bh->ctx;
@@ -272,14 +338,30 @@ static void aio_bh_free(QEMUBH *bh)
         QLIST_REMOVE(bh, all);
         pthread_mutex_unlock(&ctx->bh_all_lock);
     }
+    if (bh_cache_len < BH_CACHE_MAX && bh_cache_usable()) {
+        QSLIST_NEXT(bh, next) = bh_cache;
+        /* A use after free still trips AddressSanitizer. */
+        AIOLOOP_ASAN_POISON(bh, sizeof(*bh));
+        bh_cache = bh;
+        bh_cache_len++;
+        return;
+    }
     free(bh);
 }
 
 static QEMUBH *bh_alloc(AioContext *ctx, QEMUBHFunc *cb, void *opaque,
                         const char *name, MemReentrancyGuard *guard)
 {
-    QEMUBH *bh = aio_alloc0(sizeof(*bh), "aio_bh_new");
+    QEMUBH *bh = bh_cache;
 
+    if (bh) {
+        AIOLOOP_ASAN_UNPOISON(bh, sizeof(*bh));
+        bh_cache = QSLIST_NEXT(bh, next);
+        bh_cache_len--;
+        memset(bh, 0, sizeof(*bh));
+    } else {
+        bh = aio_alloc0(sizeof(*bh), "aio_bh_new");
+    }
     bh->ctx = ctx;
     bh->cb = cb;
     bh->opaque = opaque;
