@@ -11,7 +11,8 @@
  * Peers: uv_async_send, ev_async_send, event_active from another thread,
  * a GLib idle source attached to the other GMainContext.
  *
- * Then: the run-to-run spread of polling-on split (5 runs), and a sweep of
+ * Then: the run-to-run spread of polling-on split (5 runs), next to a bare
+ * cache-line ping-pong measured in the same rounds, and a sweep of
  * poll_max_ns for the plot (data file in $BENCH_RESULTS_DIR, default ".").
  */
 #define _GNU_SOURCE
@@ -239,6 +240,78 @@ static double efd_w2(int cpu_a, int cpu_b, long n)
     return r;
 }
 
+/* ---- a cache line: what any polled hand-over costs on this machine ----- */
+
+/*
+ * Two spinning threads pass a counter through one cache line; a round trip
+ * moves the line twice.  Polled message passing between two CPUs cannot be
+ * cheaper, and the figure follows the host: the same pinned pair of vCPUs
+ * measured 100-110 ns and 400-470 ns per round trip minutes apart.  Run in
+ * the same rounds as the polling-on configuration, it tells a spread of the
+ * machine from a spread of the loop.
+ */
+static inline void spin_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+typedef struct LinePP {
+    _Alignas(64) long v; /* 2k + 1: ping k; 2k + 2: its pong; -1: stop */
+} LinePP;
+
+static void *line_thread_a(void *opaque)
+{
+    PingPong *pp = opaque;
+    LinePP *s = pp->priv;
+
+    pp_ready(pp);
+    for (long k = 0;; k++) {
+        __atomic_store_n(&s->v, 2 * k + 1, __ATOMIC_RELEASE);
+        while (__atomic_load_n(&s->v, __ATOMIC_ACQUIRE) != 2 * k + 2) {
+            spin_pause();
+        }
+        if (pp_tick(pp)) {
+            __atomic_store_n(&s->v, -1, __ATOMIC_RELEASE);
+            return NULL;
+        }
+    }
+}
+
+static void *line_thread_b(void *opaque)
+{
+    PingPong *pp = opaque;
+    LinePP *s = pp->priv;
+
+    pp_ready(pp);
+    for (long k = 0;; k++) {
+        long v;
+
+        while ((v = __atomic_load_n(&s->v, __ATOMIC_ACQUIRE)) != 2 * k + 1) {
+            if (v == -1) {
+                return NULL;
+            }
+            spin_pause();
+        }
+        __atomic_store_n(&s->v, 2 * k + 2, __ATOMIC_RELEASE);
+    }
+}
+
+static double line_w2(int cpu_a, int cpu_b, long n)
+{
+    PingPong pp;
+    LinePP s = { 0 };
+
+    pp_init(&pp, cpu_a, cpu_b, n);
+    pp.priv = &s;
+    pp.fn_a = line_thread_a;
+    pp.fn_b = line_thread_b;
+    return pp_run(&pp);
+}
+
 /* ---- driver ------------------------------------------------------------------
  * Every configuration is run in ROUNDS interleaved rounds of n / ROUNDS
  * round trips and the median round is reported: on a shared VM the cost of
@@ -288,9 +361,42 @@ static double median(double *v, int n)
 
 #define US(ns) ((ns) < 0 ? -1.0 : (ns) / 1000.0)
 
+/*
+ * Polling on, split CPUs, round by round next to the cache-line floor of
+ * the same round: when the spread above is the host's, the ratio stays put.
+ */
+static void print_line_floor(const double on[ROUNDS], const double line[ROUNDS])
+{
+    double ratio[ROUNDS], lo = -1, hi = -1;
+    char a[32], b[32];
+
+    printf("# W2 split, round by round: poll-on us/rt");
+    for (int r = 0; r < ROUNDS; r++) {
+        printf(" %s", bench_fmt(a, sizeof(a), on[r]));
+    }
+    printf("; cache-line ping-pong us/rt");
+    for (int r = 0; r < ROUNDS; r++) {
+        printf(" %s", bench_fmt(a, sizeof(a), line[r]));
+    }
+    printf("\n");
+    for (int r = 0; r < ROUNDS; r++) {
+        ratio[r] = on[r] > 0 && line[r] > 0 ? on[r] / line[r] : -1;
+        if (ratio[r] < 0) {
+            return;
+        }
+        lo = lo < 0 || ratio[r] < lo ? ratio[r] : lo;
+        hi = ratio[r] > hi ? ratio[r] : hi;
+    }
+    printf("%-28s aioloop  poll-on / cache-line round trip: min %s max %s | "
+           "max/min %.2f (no goal: shows how much of the spread is the "
+           "machine's)\n", "W2 spread vs line floor",
+           bench_fmt(a, sizeof(a), lo), bench_fmt(b, sizeof(b), hi), hi / lo);
+}
+
 static void placement(const char *where, int cpu_a, int cpu_b, long n)
 {
     double runs[NCFG][ROUNDS], med[NCFG], peers[NPEERS];
+    double line[ROUNDS], on_by_round[ROUNDS];
     char label[64], tail[256], g[96], a[32], b[32], c[32];
     bool split = cpu_a != cpu_b;
     int capped0 = bench_pp_capped;
@@ -300,6 +406,9 @@ static void placement(const char *where, int cpu_a, int cpu_b, long n)
         for (int cfg = 0; cfg < NCFG; cfg++) {
             runs[cfg][r] = US(run_cfg(cfg, cpu_a, cpu_b, n / ROUNDS, acc));
         }
+        /* Spinning threads sharing one CPU would only measure the tick. */
+        line[r] = split ? US(line_w2(cpu_a, cpu_b, n / ROUNDS)) : -1;
+        on_by_round[r] = runs[CFG_AIO_ON][r];
     }
     for (int cfg = 0; cfg < NCFG; cfg++) {
         med[cfg] = median(runs[cfg], ROUNDS);
@@ -355,6 +464,7 @@ static void placement(const char *where, int cpu_a, int cpu_b, long n)
                bench_fmt(b, sizeof(b), v[ROUNDS / 2]),
                bench_fmt(c, sizeof(c), v[ROUNDS - 1]), ROUNDS, n / ROUNDS, r,
                bench_goal(g, sizeof(g), r, 1.5, "stable: max/min"));
+        print_line_floor(on_by_round, line);
     }
 
     /* Why a configuration costs what it costs: the loop's own counters. */
