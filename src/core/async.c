@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,12 +279,21 @@ static QEMUBH *aio_bh_dequeue(BHList *head, unsigned *flags)
 
 enum { BH_CACHE_UNREGISTERED, BH_CACHE_ON, BH_CACHE_OFF };
 
-static AIOLOOP_TLS QEMUBH *bh_cache; /* linked by next */
+static AIOLOOP_TLS QEMUBH *bh_cache; /* linked by next, the first field */
 static AIOLOOP_TLS unsigned bh_cache_len;
 static AIOLOOP_TLS unsigned char bh_cache_state;
 static pthread_once_t bh_cache_once = PTHREAD_ONCE_INIT;
 static pthread_key_t bh_cache_key;
 static bool bh_cache_key_ok;
+
+/* What ASan poisons of a cached BH: all but the link. */
+_Static_assert(offsetof(QEMUBH, next) == 0, "the cache links BHs by next");
+#define BH_CACHE_BODY_SIZE (sizeof(QEMUBH) - sizeof(QEMUBH *))
+
+static inline void *bh_cache_body(QEMUBH *bh)
+{
+    return (char *)bh + sizeof(QEMUBH *);
+}
 
 /* Thread exit: give the cache back, and cache nothing from now on. */
 static void bh_cache_drain(void *unused)
@@ -293,7 +303,7 @@ static void bh_cache_drain(void *unused)
     (void)unused;
     bh_cache_state = BH_CACHE_OFF;
     while ((bh = bh_cache)) {
-        AIOLOOP_ASAN_UNPOISON(bh, sizeof(*bh));
+        AIOLOOP_ASAN_UNPOISON(bh_cache_body(bh), BH_CACHE_BODY_SIZE);
         bh_cache = QSLIST_NEXT(bh, next);
         free(bh);
     }
@@ -340,8 +350,8 @@ static void aio_bh_free(QEMUBH *bh)
     }
     if (bh_cache_len < BH_CACHE_MAX && bh_cache_usable()) {
         QSLIST_NEXT(bh, next) = bh_cache;
-        /* A use after free still trips AddressSanitizer. */
-        AIOLOOP_ASAN_POISON(bh, sizeof(*bh));
+        /* A use after free still trips AddressSanitizer (but the link). */
+        AIOLOOP_ASAN_POISON(bh_cache_body(bh), BH_CACHE_BODY_SIZE);
         bh_cache = bh;
         bh_cache_len++;
         return;
@@ -355,7 +365,7 @@ static QEMUBH *bh_alloc(AioContext *ctx, QEMUBHFunc *cb, void *opaque,
     QEMUBH *bh = bh_cache;
 
     if (bh) {
-        AIOLOOP_ASAN_UNPOISON(bh, sizeof(*bh));
+        AIOLOOP_ASAN_UNPOISON(bh_cache_body(bh), BH_CACHE_BODY_SIZE);
         bh_cache = QSLIST_NEXT(bh, next);
         bh_cache_len--;
         memset(bh, 0, sizeof(*bh));
