@@ -195,6 +195,15 @@ double pp_run(PingPong *pp);
 /* Called first by each thread function: wait until both threads exist. */
 void pp_ready(PingPong *pp);
 
+/*
+ * Two spinning threads pinned to @cpu_a and @cpu_b pass a counter through
+ * one cache line @n times: ns per round trip (two line transfers), or -1.
+ * The cheapest polled hand-over the two CPUs allow at that moment; run it
+ * next to a polled figure to tell the machine's drift from the loop's.
+ * Meaningless with both threads on one CPU.
+ */
+double bench_line_pingpong(int cpu_a, int cpu_b, long n);
+
 static inline bool pp_tick(PingPong *pp)
 {
     long c = ++pp->count;

@@ -240,78 +240,6 @@ static double efd_w2(int cpu_a, int cpu_b, long n)
     return r;
 }
 
-/* ---- a cache line: what any polled hand-over costs on this machine ----- */
-
-/*
- * Two spinning threads pass a counter through one cache line; a round trip
- * moves the line twice.  Polled message passing between two CPUs cannot be
- * cheaper, and the figure follows the host: the same pinned pair of vCPUs
- * measured 100-110 ns and 400-470 ns per round trip minutes apart.  Run in
- * the same rounds as the polling-on configuration, it tells a spread of the
- * machine from a spread of the loop.
- */
-static inline void spin_pause(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield");
-#endif
-}
-
-typedef struct LinePP {
-    _Alignas(64) long v; /* 2k + 1: ping k; 2k + 2: its pong; -1: stop */
-} LinePP;
-
-static void *line_thread_a(void *opaque)
-{
-    PingPong *pp = opaque;
-    LinePP *s = pp->priv;
-
-    pp_ready(pp);
-    for (long k = 0;; k++) {
-        __atomic_store_n(&s->v, 2 * k + 1, __ATOMIC_RELEASE);
-        while (__atomic_load_n(&s->v, __ATOMIC_ACQUIRE) != 2 * k + 2) {
-            spin_pause();
-        }
-        if (pp_tick(pp)) {
-            __atomic_store_n(&s->v, -1, __ATOMIC_RELEASE);
-            return NULL;
-        }
-    }
-}
-
-static void *line_thread_b(void *opaque)
-{
-    PingPong *pp = opaque;
-    LinePP *s = pp->priv;
-
-    pp_ready(pp);
-    for (long k = 0;; k++) {
-        long v;
-
-        while ((v = __atomic_load_n(&s->v, __ATOMIC_ACQUIRE)) != 2 * k + 1) {
-            if (v == -1) {
-                return NULL;
-            }
-            spin_pause();
-        }
-        __atomic_store_n(&s->v, 2 * k + 2, __ATOMIC_RELEASE);
-    }
-}
-
-static double line_w2(int cpu_a, int cpu_b, long n)
-{
-    PingPong pp;
-    LinePP s = { 0 };
-
-    pp_init(&pp, cpu_a, cpu_b, n);
-    pp.priv = &s;
-    pp.fn_a = line_thread_a;
-    pp.fn_b = line_thread_b;
-    return pp_run(&pp);
-}
-
 /* ---- driver ------------------------------------------------------------------
  * Every configuration is run in ROUNDS interleaved rounds of n / ROUNDS
  * round trips and the median round is reported: on a shared VM the cost of
@@ -407,7 +335,7 @@ static void placement(const char *where, int cpu_a, int cpu_b, long n)
             runs[cfg][r] = US(run_cfg(cfg, cpu_a, cpu_b, n / ROUNDS, acc));
         }
         /* Spinning threads sharing one CPU would only measure the tick. */
-        line[r] = split ? US(line_w2(cpu_a, cpu_b, n / ROUNDS)) : -1;
+        line[r] = split ? US(bench_line_pingpong(cpu_a, cpu_b, n / ROUNDS)) : -1;
         on_by_round[r] = runs[CFG_AIO_ON][r];
     }
     for (int cfg = 0; cfg < NCFG; cfg++) {
