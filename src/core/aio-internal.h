@@ -474,7 +474,9 @@ extern const FDMonOps fdmon_io_uring_ops;
  */
 uint64_t fdmon_io_uring_probes(AioContext *ctx);
 
-/* For tests: how many freed BHs this thread keeps for its next ones. */
+/* Freed BHs a thread keeps for its next ones (async.c), at most. */
+#define BH_CACHE_MAX 64
+/* For tests: how many it keeps now. */
 unsigned aio_bh_cache_len(void);
 
 /* Threshold at which the poll backend upgrades itself to epoll. */

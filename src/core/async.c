@@ -275,8 +275,6 @@ static QEMUBH *aio_bh_dequeue(BHList *head, unsigned *flags)
  * 1.42-1.65 -> 1.05-1.12 us while the machine was slow).  A thread that
  * only frees keeps BH_CACHE_MAX and hands the rest to free().
  */
-#define BH_CACHE_MAX 64
-
 enum { BH_CACHE_UNREGISTERED, BH_CACHE_ON, BH_CACHE_OFF };
 
 static AIOLOOP_TLS QEMUBH *bh_cache; /* linked by next, the first field */
