@@ -203,6 +203,9 @@ void pp_ready(PingPong *pp);
  * Meaningless with both threads on one CPU.
  */
 double bench_line_pingpong(int cpu_a, int cpu_b, long n);
+/* "# LABEL, run by run: UNIT v[0] ...; cache-line ping-pong us/rt line[0] ..." */
+void bench_print_line_floor(const char *label, const char *unit,
+                            const double *v, const double *line, int n);
 
 static inline bool pp_tick(PingPong *pp)
 {

@@ -120,10 +120,8 @@ static int cmp_double(const void *a, const void *b)
 static void placement(const char *label, int cpu_a, int cpu_b, int64_t poll_ns,
                       long n, double goal, double qemu)
 {
-    double v[RUNS];
+    double v[RUNS], line[RUNS];
     char a[32], b[32], c[32], d[32], g[96];
-
-    double line[RUNS];
 
     memset(&acc, 0, sizeof(acc));
     acc_hops = 0;
@@ -134,15 +132,7 @@ static void placement(const char *label, int cpu_a, int cpu_b, int64_t poll_ns,
                   ? bench_line_pingpong(cpu_a, cpu_b, n / 10) / 1000.0 : -1;
     }
     if (line[0] >= 0) {
-        printf("# %s, run by run: us/hop", label);
-        for (int r = 0; r < RUNS; r++) {
-            printf(" %s", bench_fmt(a, sizeof(a), v[r]));
-        }
-        printf("; cache-line ping-pong us/rt");
-        for (int r = 0; r < RUNS; r++) {
-            printf(" %s", bench_fmt(a, sizeof(a), line[r]));
-        }
-        printf("\n");
+        bench_print_line_floor(label, "us/hop", v, line, RUNS);
     }
     qsort(v, RUNS, sizeof(v[0]), cmp_double);
     printf("%-28s aioloop %8s us/hop | QEMU %s (quoted) | ratio vs QEMU %.2f "

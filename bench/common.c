@@ -296,6 +296,22 @@ double bench_line_pingpong(int cpu_a, int cpu_b, long n)
     return pp_run(&pp);
 }
 
+void bench_print_line_floor(const char *label, const char *unit,
+                            const double *v, const double *line, int n)
+{
+    char a[32];
+
+    printf("# %s, run by run: %s", label, unit);
+    for (int r = 0; r < n; r++) {
+        printf(" %s", bench_fmt(a, sizeof(a), v[r]));
+    }
+    printf("; cache-line ping-pong us/rt");
+    for (int r = 0; r < n; r++) {
+        printf(" %s", bench_fmt(a, sizeof(a), line[r]));
+    }
+    printf("\n");
+}
+
 /* ---- W4 ---------------------------------------------------------------- */
 
 long bench_w4_done;

@@ -298,15 +298,7 @@ static void print_line_floor(const double on[ROUNDS], const double line[ROUNDS])
     double ratio[ROUNDS], lo = -1, hi = -1;
     char a[32], b[32];
 
-    printf("# W2 split, round by round: poll-on us/rt");
-    for (int r = 0; r < ROUNDS; r++) {
-        printf(" %s", bench_fmt(a, sizeof(a), on[r]));
-    }
-    printf("; cache-line ping-pong us/rt");
-    for (int r = 0; r < ROUNDS; r++) {
-        printf(" %s", bench_fmt(a, sizeof(a), line[r]));
-    }
-    printf("\n");
+    bench_print_line_floor("W2 split poll-on", "us/rt", on, line, ROUNDS);
     for (int r = 0; r < ROUNDS; r++) {
         ratio[r] = on[r] > 0 && line[r] > 0 ? on[r] / line[r] : -1;
         if (ratio[r] < 0) {
