@@ -508,9 +508,9 @@ typedef void CleanupFunc(void *opaque);
  * qemu_co_timeout: Run @entry(@opaque) in a new coroutine, waiting at most
  * @timeout_ns for it.
  * @entry: the function
+ * @opaque: @entry's argument
  * @timeout_ns: the limit, QEMU_CLOCK_REALTIME nanoseconds; 0 means no limit
  *              (@entry is called directly)
- * @opaque: @entry's argument
  * @clean: called with @opaque when @entry finishes after the timeout
  *         (may be NULL)
  *
@@ -520,7 +520,7 @@ typedef void CleanupFunc(void *opaque);
  * Returns: 0, or -ETIMEDOUT.
  */
 AIOLOOP_API int coroutine_fn qemu_co_timeout(CoroutineEntry *entry,
-                                             uint64_t timeout_ns, void *opaque,
+                                             void *opaque, uint64_t timeout_ns,
                                              CleanupFunc clean);
 
 AIOLOOP_END_DECLS

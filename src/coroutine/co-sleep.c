@@ -122,8 +122,8 @@ static void coroutine_fn qemu_co_timeout_entry(void *opaque)
     }
 }
 
-int coroutine_fn qemu_co_timeout(CoroutineEntry *entry, uint64_t timeout_ns,
-                                 void *opaque, CleanupFunc clean)
+int coroutine_fn qemu_co_timeout(CoroutineEntry *entry, void *opaque,
+                                 uint64_t timeout_ns, CleanupFunc clean)
 {
     QemuCoTimeoutState *s;
     Coroutine *co;

@@ -585,7 +585,7 @@ static void coroutine_fn timeout_co(void *opaque)
 {
     TimeoutJob *j = opaque;
 
-    j->ret = qemu_co_timeout(timeout_job, 1000 * 1000 * 1000, j,
+    j->ret = qemu_co_timeout(timeout_job, j, 1000 * 1000 * 1000,
                              timeout_clean);
     j->done = true;
 }
@@ -594,7 +594,7 @@ static void coroutine_fn timeout_short_co(void *opaque)
 {
     TimeoutJob *j = opaque;
 
-    j->ret = qemu_co_timeout(timeout_job, 1000 * 1000, j, timeout_clean);
+    j->ret = qemu_co_timeout(timeout_job, j, 1000 * 1000, timeout_clean);
     j->done = true;
 }
 
