@@ -27,7 +27,6 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -36,6 +35,7 @@
 
 #include "aio-internal.h"
 #include "thread-pool-internal.h"
+#include "thread.h"
 
 #define DEFAULT_IDLE_TIMEOUT_NS (10 * 1000 * 1000 * 1000LL)
 #define DEFAULT_SPIN_NS (50 * 1000LL)
@@ -321,7 +321,6 @@ static void reap_zombies(ThreadPool *pool)
 static void spawn_thread(ThreadPool *pool)
 {
     pthread_t tid;
-    sigset_t all, old;
     int ret;
 
     if (qatomic_read(&pool->n_zombies)) {
@@ -329,10 +328,7 @@ static void spawn_thread(ThreadPool *pool)
     }
 
     /* Workers never take signals meant for the application's threads. */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    ret = pthread_create(&tid, NULL, worker_thread, pool);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    ret = aio_thread_create(&tid, worker_thread, pool);
     if (ret != 0) {
         /* QEMU aborts too: queued jobs could otherwise wait forever. */
         error_report("thread pool: cannot start a worker thread: %s",

@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include <aioloop/thread-pool.h>
 
 #include "aio-internal.h"
+#include "thread.h"
 
 enum {
     P_POLL_MAX_NS,
@@ -162,7 +162,6 @@ static void iothread_free(IOThread *iothread)
 static IOThread *iothread_create_common(const char *id, Error **errp)
 {
     IOThread *iothread;
-    sigset_t all, old;
     int ret;
 
     if (id && !id_valid(id)) {
@@ -214,11 +213,7 @@ static IOThread *iothread_create_common(const char *id, Error **errp)
                                        NULL);
     iothread->stop_bh = aio_bh_new(iothread->ctx, iothread_stop_bh, iothread);
 
-    /* As QEMU's qemu_thread_create: the new thread blocks every signal. */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    ret = pthread_create(&iothread->thread, NULL, iothread_run, iothread);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    ret = aio_thread_create(&iothread->thread, iothread_run, iothread);
     if (ret != 0) {
         error_setg_errno(errp, ret, "iothread_create: cannot start thread");
         iothread_free(iothread);

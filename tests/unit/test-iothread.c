@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +41,7 @@ typedef struct Probe {
     bool in_iothread;
     AioContext *current;
     pid_t tid;
+    sigset_t mask;
     IOThread *self;     /* for the self-stop case */
 } Probe;
 
@@ -50,6 +52,7 @@ static void probe_bh(void *opaque)
     p->in_iothread = qemu_in_iothread();
     p->current = qemu_get_current_aio_context();
     p->tid = test_gettid();
+    pthread_sigmask(SIG_BLOCK, NULL, &p->mask);
     if (p->self) {
         iothread_stop(p->self);
     }
@@ -84,6 +87,17 @@ TEST(thread_is_named_and_runs_its_context)
     ASSERT_PTR_EQ(p.current, ctx);
     ASSERT_EQ(p.tid, iothread_get_thread_id(iot));
     ASSERT_FALSE(qemu_in_iothread());
+    /*
+     * QEMU's qemu_thread_create() mask: the application's signals go to
+     * its own threads, but a fault in the IOThread must reach the
+     * application's handler (blocked, Linux kills the process instead).
+     */
+    ASSERT_TRUE(sigismember(&p.mask, SIGINT));
+    ASSERT_TRUE(sigismember(&p.mask, SIGTERM));
+    ASSERT_TRUE(sigismember(&p.mask, SIGUSR1));
+    ASSERT_FALSE(sigismember(&p.mask, SIGSEGV));
+    ASSERT_FALSE(sigismember(&p.mask, SIGFPE));
+    ASSERT_FALSE(sigismember(&p.mask, SIGILL));
     iothread_destroy(iot);
 }
 
