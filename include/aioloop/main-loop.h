@@ -300,8 +300,9 @@ AIOLOOP_API int qemu_add_polling_cb(PollingFunc *func, void *opaque);
  * @func: the callback
  * @opaque: its argument
  *
- * Removes every registration of the (@func, @opaque) pair; nothing happens
- * if there is none.  May be called from a polling callback.
+ * Removes the oldest registration of the (@func, @opaque) pair, as QEMU
+ * does (a pair added twice needs two calls); nothing happens if there is
+ * none.  May be called from a polling callback.
  *
  * Thread: any.
  */

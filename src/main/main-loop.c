@@ -202,15 +202,16 @@ out:
 
 void qemu_del_polling_cb(PollingFunc *func, void *opaque)
 {
-    int j = 0;
-
     pthread_mutex_lock(&polling_lock);
+    /* The oldest registration of the pair, as QEMU's list walk. */
     for (int i = 0; i < polling_n; i++) {
-        if (polling[i].func != func || polling[i].opaque != opaque) {
-            polling[j++] = polling[i];
+        if (polling[i].func == func && polling[i].opaque == opaque) {
+            memmove(&polling[i], &polling[i + 1],
+                    (size_t)(polling_n - i - 1) * sizeof(*polling));
+            __atomic_store_n(&polling_n, polling_n - 1, __ATOMIC_RELAXED);
+            break;
         }
     }
-    __atomic_store_n(&polling_n, j, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&polling_lock);
 }
 

@@ -507,7 +507,7 @@ TEST(polling_callbacks)
     }
     ASSERT_EQ(a.calls, 5);
 
-    /* Two registrations of one pair: both called, one del removes both. */
+    /* Two registrations of one pair: both called; a del removes one. */
     ASSERT_EQ(qemu_add_polling_cb(poll_cb, &b), 0);
     ASSERT_EQ(qemu_add_polling_cb(poll_cb, &b), 0);
     main_loop_wait(false);
@@ -516,23 +516,27 @@ TEST(polling_callbacks)
     qemu_del_polling_cb(poll_cb, &b);
     main_loop_wait(false);
     ASSERT_EQ(a.calls, 7);
-    ASSERT_EQ(b.calls, 2);
+    ASSERT_EQ(b.calls, 3);
+    qemu_del_polling_cb(poll_cb, &b);
+    main_loop_wait(false);
+    ASSERT_EQ(a.calls, 8);
+    ASSERT_EQ(b.calls, 3);
 
     /* A callback deleting a later one: that one is not called this round. */
     ASSERT_EQ(qemu_add_polling_cb(poll_cb, &b), 0);
     a.del_func = poll_cb;
     a.del_opaque = &b;
     main_loop_wait(false);
-    ASSERT_EQ(a.calls, 8);
-    ASSERT_EQ(b.calls, 2);
+    ASSERT_EQ(a.calls, 9);
+    ASSERT_EQ(b.calls, 3);
 
     /* Deleting itself. */
     a.del_func = poll_cb;
     a.del_opaque = &a;
     main_loop_wait(false);
-    ASSERT_EQ(a.calls, 9);
+    ASSERT_EQ(a.calls, 10);
     loop_drain();
-    ASSERT_EQ(a.calls, 9);
+    ASSERT_EQ(a.calls, 10);
     qemu_del_polling_cb(poll_cb, &a); /* not registered: nothing happens */
 }
 
