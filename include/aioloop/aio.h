@@ -439,6 +439,10 @@ AIOLOOP_API int64_t aio_compute_timeout(AioContext *ctx);
 /**
  * qemu_get_current_aio_context: Return the AioContext whose event loop runs
  * in the current thread, as set by qemu_set_current_aio_context(), or NULL.
+ *
+ * Unlike QEMU, a thread holding the BQL that is not the main loop's thread
+ * gets NULL (or its own context), not the main context: only a context's
+ * home thread may run its loop (docs/main-loop.md, section 5).
  */
 AIOLOOP_API AioContext *qemu_get_current_aio_context(void);
 
@@ -454,6 +458,10 @@ AIOLOOP_API void qemu_set_current_aio_context(AioContext *ctx);
 /**
  * in_aio_context_home_thread: Is the caller @ctx's home thread?
  * @ctx: the context
+ *
+ * The home thread is the one that set @ctx as its current context or first
+ * ran its loop.  Holding the BQL does not count (QEMU counts it for the
+ * main context; see qemu_get_current_aio_context()).
  */
 AIOLOOP_API bool in_aio_context_home_thread(AioContext *ctx);
 

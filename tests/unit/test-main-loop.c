@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 
 #include <aioloop/main-loop.h>
+#include <aioloop/coroutine.h>
 
 #include <pthread.h>
 #include <signal.h>
@@ -879,6 +880,56 @@ TEST(bql_dropped_while_blocking)
     loop_drain();
 }
 
+/*
+ * A thread holding the BQL is not the main context's home thread (QEMU
+ * makes it one; docs/main-loop.md section 5 says why we do not): it sees
+ * no current context, and a coroutine it enters in the main context is
+ * scheduled into the main thread rather than run on the spot.
+ */
+typedef struct BqlGuest {
+    AioContext *current;
+    bool home;
+    Coroutine *co;
+    pid_t co_tid;
+    int co_ran;   /* atomic */
+} BqlGuest;
+
+static void coroutine_fn bql_guest_co(void *opaque)
+{
+    BqlGuest *g = opaque;
+
+    g->co_tid = test_gettid();
+    __atomic_store_n(&g->co_ran, 1, __ATOMIC_SEQ_CST);
+}
+
+static void *bql_guest_thread(void *arg)
+{
+    BqlGuest *g = arg;
+
+    bql_lock();
+    g->current = qemu_get_current_aio_context();
+    g->home = in_aio_context_home_thread(qemu_get_aio_context());
+    aio_co_enter(qemu_get_aio_context(), g->co);
+    bql_unlock();
+    return NULL;
+}
+
+TEST(bql_holder_is_not_main_context_home)
+{
+    BqlGuest g = { 0 };
+    pthread_t t;
+
+    g.current = (AioContext *)&g; /* anything but NULL */
+    g.co = qemu_coroutine_create(bql_guest_co, &g);
+    t = test_thread_start(bql_guest_thread, &g);
+    test_thread_join(t);
+    ASSERT_NULL(g.current);
+    ASSERT_FALSE(g.home);
+    ASSERT_TRUE(in_aio_context_home_thread(qemu_get_aio_context()));
+    LOOP_UNTIL(__atomic_load_n(&g.co_ran, __ATOMIC_SEQ_CST));
+    ASSERT_EQ(g.co_tid, test_gettid());
+}
+
 #define BQL_THREADS 4
 #define BQL_OPS (TEST_SANITIZED ? 2000 : 20000)
 
@@ -977,6 +1028,7 @@ static const TestCase cases[] = {
     T(bql_basics),
     T(bql_misuse_aborts),
     T(bql_dropped_while_blocking),
+    T(bql_holder_is_not_main_context_home),
     T(bql_stress_with_main_loop),
     /* Last: with epoll, it switches the iohandler context to poll. */
     T(fd_handler_on_regular_file),
