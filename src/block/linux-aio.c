@@ -459,8 +459,8 @@ LinuxAioState *aio_setup_linux_aio(AioContext *ctx, Error **errp)
         return expected;
     }
     /* Registered by the winner only: the handler names the state. */
-    aio_set_event_notifier(ctx, &s->e, laio_completion_cb, laio_poll_cb,
-                           laio_poll_ready);
+    aio_set_event_notifier_drained(ctx, &s->e, laio_completion_cb,
+                                   laio_poll_cb, laio_poll_ready);
     return s;
 }
 

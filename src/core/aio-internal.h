@@ -54,10 +54,12 @@ struct AioHandler {
      */
     bool fdmon_owned;
     /*
-     * Registered by aio_set_event_notifier(): @opaque is the EventNotifier,
-     * whose eventfd the io_uring monitor may drain itself (drained flag).
+     * Registered by aio_set_event_notifier_drained(): @opaque is the
+     * EventNotifier, whose eventfd the io_uring monitor may drain itself
+     * (drained flag).  Never for the user's notifiers: their handlers are
+     * level-triggered, called again while the eventfd stays set.
      */
-    bool event_notifier;
+    bool kernel_drain;
     AioPolledState poll;
     int64_t poll_idle_deadline;
 
@@ -297,6 +299,14 @@ struct AioContext {
 
     AioHandlerList poll_aio_handlers; /* home thread (see design.md) */
     bool poll_started;                /* home thread */
+    /* Idle time after which a handler leaves the polled list; 0: 7 s. */
+    int64_t poll_idle_ns;             /* home thread; tests shorten it */
+    /*
+     * Handlers aio_prepare()'s last poll found ready (home thread): the
+     * next dispatch runs them.  Dropping them spun a GSource: prepare said
+     * "ready" on every iteration and nothing ever ran the handler.
+     */
+    AioHandlerList prepared_ready;
 
     const FDMonOps *fdmon_ops;
     /* True when AIOLOOP_FDMON named the backend: no silent fallback. */
@@ -426,6 +436,22 @@ void aio_block_cleanup(AioContext *ctx);
 /* aio-posix.c */
 void aio_add_ready_handler(AioHandlerList *ready_list, AioHandler *node,
                            int revents);
+/*
+ * Forget a ready list that nobody will dispatch.  The handlers are
+ * level-triggered and their fds report them again, except a kernel-drained
+ * notifier (io_uring) whose eventfd is empty now: its event is put back.
+ */
+void aio_discard_ready(AioHandlerList *ready_list);
+/*
+ * aio_set_event_notifier() for the library's own notifiers (the context's,
+ * linux-aio's), whose handler starts with event_notifier_test_and_clear()
+ * and reads the eventfd for nothing else: the io_uring monitor may then
+ * have the kernel read it as it wakes us, saving a read() per wake-up.
+ */
+void aio_set_event_notifier_drained(AioContext *ctx, EventNotifier *notifier,
+                                    EventNotifierHandler *io_read,
+                                    AioPollFn *io_poll,
+                                    EventNotifierHandler *io_poll_ready);
 /*
  * Hand back a node whose fdmon_owned was set: it is freed now if nobody walks
  * the handler list, else at the end of the outermost aio_poll().  Takes

@@ -142,6 +142,7 @@ static bool aio_remove_fd_handler(AioContext *ctx, AioHandler *node)
      * The home thread, not walking: nobody else walks without the mutex,
      * so the node can go for real, including from the home thread's lists.
      */
+    QLIST_SAFE_REMOVE(node, node_ready);
     QLIST_SAFE_REMOVE(node, node_poll);
     QLIST_REMOVE(node, node);
     return true;
@@ -171,7 +172,7 @@ static void aio_set_fd_handler_full(AioContext *ctx, int fd,
                                     IOHandler *io_read, IOHandler *io_write,
                                     AioPollFn *io_poll,
                                     IOHandler *io_poll_ready, void *opaque,
-                                    bool event_notifier)
+                                    bool kernel_drain)
 {
     AioHandler *node;
     AioHandler *new_node = NULL;
@@ -195,7 +196,7 @@ static void aio_set_fd_handler_full(AioContext *ctx, int fd,
         new_node->io_poll = io_poll;
         new_node->io_poll_ready = io_poll_ready;
         new_node->opaque = opaque;
-        new_node->event_notifier = event_notifier;
+        new_node->kernel_drain = kernel_drain;
         new_node->pfd_index = -1;
         if (io_read) {
             new_node->events |= POLLIN | POLLHUP | POLLERR;
@@ -245,20 +246,32 @@ void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read,
                             io_poll_ready, opaque, false);
 }
 
-void aio_set_event_notifier(AioContext *ctx, EventNotifier *notifier,
-                            EventNotifierHandler *io_read, AioPollFn *io_poll,
-                            EventNotifierHandler *io_poll_ready)
+static void aio_set_notifier(AioContext *ctx, EventNotifier *notifier,
+                             EventNotifierHandler *io_read, AioPollFn *io_poll,
+                             EventNotifierHandler *io_poll_ready,
+                             bool kernel_drain)
 {
-    /*
-     * The callbacks receive @notifier as their opaque argument.  Marked as
-     * an event notifier, the handler lets the io_uring monitor drain the
-     * eventfd in the kernel (see EventNotifier.drained).
-     */
+    /* The callbacks receive @notifier as their opaque argument. */
     aio_set_fd_handler_full(ctx, event_notifier_get_fd(notifier),
                             (IOHandler *)(void (*)(void))io_read, NULL,
                             io_poll,
                             (IOHandler *)(void (*)(void))io_poll_ready,
-                            notifier, true);
+                            notifier, kernel_drain);
+}
+
+void aio_set_event_notifier(AioContext *ctx, EventNotifier *notifier,
+                            EventNotifierHandler *io_read, AioPollFn *io_poll,
+                            EventNotifierHandler *io_poll_ready)
+{
+    aio_set_notifier(ctx, notifier, io_read, io_poll, io_poll_ready, false);
+}
+
+void aio_set_event_notifier_drained(AioContext *ctx, EventNotifier *notifier,
+                                    EventNotifierHandler *io_read,
+                                    AioPollFn *io_poll,
+                                    EventNotifierHandler *io_poll_ready)
+{
+    aio_set_notifier(ctx, notifier, io_read, io_poll, io_poll_ready, true);
 }
 
 void aio_set_event_notifier_poll(AioContext *ctx, EventNotifier *notifier,
@@ -299,6 +312,7 @@ static void aio_free_deleted_handlers(AioContext *ctx)
     pthread_mutex_lock(&ctx->list_mutex);
     while ((node = QLIST_FIRST(&ctx->deleted_aio_handlers))) {
         QLIST_REMOVE(node, node_deleted);
+        QLIST_SAFE_REMOVE(node, node_ready); /* ctx->prepared_ready */
         QLIST_SAFE_REMOVE(node, node_poll);
         QLIST_REMOVE(node, node);
         free(node);
@@ -317,6 +331,7 @@ void aio_handlers_cleanup(AioContext *ctx)
     QLIST_INIT(&ctx->aio_handlers);
     QLIST_INIT(&ctx->deleted_aio_handlers);
     QLIST_INIT(&ctx->poll_aio_handlers);
+    QLIST_INIT(&ctx->prepared_ready);
     free(ctx->fd_table.nodes);
     ctx->fd_table.nodes = NULL;
     ctx->fd_table.size = 0;
@@ -372,6 +387,11 @@ static bool poll_set_started(AioContext *ctx, AioHandlerList *ready_list,
     return found;
 }
 
+static int64_t poll_idle_interval(AioContext *ctx)
+{
+    return ctx->poll_idle_ns ? ctx->poll_idle_ns : POLL_IDLE_INTERVAL_NS;
+}
+
 static bool run_poll_handlers_once(AioContext *ctx, AioHandlerList *ready_list,
                                    int64_t now, bool *progress)
 {
@@ -381,7 +401,7 @@ static bool run_poll_handlers_once(AioContext *ctx, AioHandlerList *ready_list,
     QLIST_FOREACH(node, &ctx->poll_aio_handlers, node_poll) {
         if (!aio_handler_is_deleted(node) && node->io_poll(node->opaque)) {
             aio_add_poll_ready_handler(ready_list, node);
-            node->poll_idle_deadline = now + POLL_IDLE_INTERVAL_NS;
+            node->poll_idle_deadline = now + poll_idle_interval(ctx);
             found = true;
             if (!node_is_notifier(ctx, node)) {
                 *progress = true;
@@ -391,14 +411,18 @@ static bool run_poll_handlers_once(AioContext *ctx, AioHandlerList *ready_list,
     return found;
 }
 
-static void remove_idle_poll_handlers(AioContext *ctx, int64_t now)
+/* Returns true if the last poll of a dropped handler found an event. */
+static bool remove_idle_poll_handlers(AioContext *ctx,
+                                      AioHandlerList *ready_list, int64_t now,
+                                      bool *progress)
 {
     AioHandler *node;
     AioHandler *tmp;
+    bool found = false;
 
     QLIST_FOREACH_SAFE(node, &ctx->poll_aio_handlers, node_poll, tmp) {
         if (node->poll_idle_deadline == 0) {
-            node->poll_idle_deadline = now + POLL_IDLE_INTERVAL_NS;
+            node->poll_idle_deadline = now + poll_idle_interval(ctx);
         } else if (now >= node->poll_idle_deadline) {
             IOHandler *end = __atomic_load_n(&node->io_poll_end,
                                              __ATOMIC_RELAXED);
@@ -407,9 +431,22 @@ static void remove_idle_poll_handlers(AioContext *ctx, int64_t now)
             QLIST_REMOVE(node, node_poll);
             if (ctx->poll_started && end && !aio_handler_is_deleted(node)) {
                 end(node->opaque);
+                /*
+                 * One last poll: an event that came just before io_poll_end()
+                 * re-enabled notifications would send none (QEMU does it).
+                 */
+                if (!aio_handler_is_deleted(node) &&
+                    node->io_poll(node->opaque)) {
+                    aio_add_poll_ready_handler(ready_list, node);
+                    found = true;
+                    if (!node_is_notifier(ctx, node)) {
+                        *progress = true;
+                    }
+                }
             }
         }
     }
+    return found;
 }
 
 /*
@@ -484,7 +521,7 @@ static bool try_poll_mode(AioContext *ctx, AioHandlerList *ready_list,
     found |= *woken;
     *clock = now;
 
-    remove_idle_poll_handlers(ctx, now);
+    found |= remove_idle_poll_handlers(ctx, ready_list, now, progress);
     if (found) {
         qatomic_set(&ctx->stats.poll_hits, ctx->stats.poll_hits + 1);
         *timeout = 0;
@@ -630,7 +667,18 @@ static bool aio_dispatch_handler(AioContext *ctx, AioHandler *node)
 
     if (!aio_handler_is_deleted(node) && poll_ready && revents == 0 &&
         node->io_poll_ready) {
+        /*
+         * Off the polled list while it runs, as in QEMU: io_poll_ready()
+         * may run a nested aio_poll() before clearing what made io_poll()
+         * true, which would find the node ready again and recurse without
+         * end.
+         */
+        QLIST_SAFE_REMOVE(node, node_poll);
         node->io_poll_ready(node->opaque);
+        if (!aio_handler_is_deleted(node) &&
+            !QLIST_IS_INSERTED(node, node_poll)) {
+            QLIST_INSERT_HEAD(&ctx->poll_aio_handlers, node, node_poll);
+        }
         /* The context's own notifier is never progress. */
         if (!node_is_notifier(ctx, node)) {
             progress = true;
@@ -701,6 +749,18 @@ static bool aio_dispatch_ready_handlers(AioContext *ctx,
     return progress;
 }
 
+/* Move what aio_prepare() found onto @ready_list, to be dispatched. */
+static void aio_take_prepared_ready(AioContext *ctx,
+                                    AioHandlerList *ready_list)
+{
+    AioHandler *node;
+
+    while ((node = QLIST_FIRST(&ctx->prepared_ready))) {
+        QLIST_REMOVE(node, node_ready);
+        QLIST_INSERT_HEAD(ready_list, node, node_ready);
+    }
+}
+
 /*
  * One dispatch pass: BHs, ready fds (the fd monitor asked with a zero
  * timeout, only if @ask_fdmon), timers.  Shared by aio_dispatch() and the
@@ -723,13 +783,16 @@ static void aio_dispatch_pass(AioContext *ctx, const char *caller,
         ctx->fdmon_ops->dispatch(ctx);
     }
     aio_bh_poll(ctx);
+    aio_take_prepared_ready(ctx, &ready_list);
     if (ask_fdmon) {
         ctx->fdmon_ops->wait(ctx, &ready_list, 0);
+    }
+    if (!QLIST_EMPTY(&ready_list)) {
         aio_dispatch_ready_handlers(ctx, &ready_list, -1, false, false);
+    }
+    if (ask_fdmon && ctx->fdmon_ops->dispatch) {
         /* Completions that wait() just reaped (io_uring block requests). */
-        if (ctx->fdmon_ops->dispatch) {
-            ctx->fdmon_ops->dispatch(ctx);
-        }
+        ctx->fdmon_ops->dispatch(ctx);
     }
     aio_free_deleted_handlers(ctx);
     aio_walk_end(ctx);
@@ -745,23 +808,44 @@ void aio_dispatch(AioContext *ctx)
 bool aio_prepare(AioContext *ctx)
 {
     AioHandlerList ready_list = { NULL };
+    AioHandler *node;
     bool progress = false;
-    bool found;
 
     aio_context_bind_home(ctx, "aio_prepare");
     aio_walk_begin(ctx);
-    /* One pass of the poll handlers; nothing is dispatched here. */
+    /*
+     * Leave poll mode (the outer loop will block on the fds) and poll each
+     * handler once.  What that finds is kept for the next dispatch: QEMU
+     * drops it ("TODO what to do with this list?"), and an event that came
+     * while notifications were off then waits for another one.
+     */
     poll_set_started(ctx, &ready_list, false, &progress);
-    found = run_poll_handlers_once(ctx, &ready_list, aio_clock_ns(),
-                                   &progress);
-    while (!QLIST_EMPTY(&ready_list)) {
-        AioHandler *node = QLIST_FIRST(&ready_list);
-
+    run_poll_handlers_once(ctx, &ready_list, aio_clock_ns(), &progress);
+    while ((node = QLIST_FIRST(&ready_list))) {
         QLIST_REMOVE(node, node_ready);
-        node->poll_ready = false;
+        QLIST_INSERT_HEAD(&ctx->prepared_ready, node, node_ready);
     }
     aio_walk_end(ctx);
-    return found;
+    return !QLIST_EMPTY(&ctx->prepared_ready);
+}
+
+void aio_discard_ready(AioHandlerList *ready_list)
+{
+    AioHandler *node;
+
+    while ((node = QLIST_FIRST(ready_list))) {
+        QLIST_REMOVE(node, node_ready);
+        node->revents = 0;
+        node->poll_ready = false;
+        if (node->kernel_drain) {
+            EventNotifier *e = node->opaque;
+
+            /* Only that the counter was non-zero matters, not its value. */
+            if (__atomic_exchange_n(&e->drained, false, __ATOMIC_RELAXED)) {
+                event_notifier_set(e);
+            }
+        }
+    }
 }
 
 bool aio_pending(AioContext *ctx)
@@ -770,17 +854,13 @@ bool aio_pending(AioContext *ctx)
     bool result;
 
     aio_context_bind_home(ctx, "aio_pending");
-    if (aio_compute_timeout(ctx) == 0) {
+    if (aio_compute_timeout(ctx) == 0 || !QLIST_EMPTY(&ctx->prepared_ready)) {
         return true;
     }
     aio_walk_begin(ctx);
     result = ctx->fdmon_ops->wait(ctx, &ready_list, 0) > 0;
-    while (!QLIST_EMPTY(&ready_list)) {
-        AioHandler *node = QLIST_FIRST(&ready_list);
-
-        QLIST_REMOVE(node, node_ready);
-        node->revents = 0;
-    }
+    /* A question, not a dispatch: what wait() took must stay pending. */
+    aio_discard_ready(&ready_list);
     aio_walk_end(ctx);
     return result;
 }
@@ -914,6 +994,10 @@ bool aio_poll(AioContext *ctx, bool blocking)
         progress |= ctx->fdmon_ops->dispatch(ctx);
     }
     progress |= aio_bh_poll(ctx);
+    if (unlikely(!QLIST_EMPTY(&ctx->prepared_ready))) {
+        /* aio_prepare() was called since the last dispatch. */
+        aio_take_prepared_ready(ctx, &ready_list);
+    }
     if (!QLIST_EMPTY(&ready_list)) {
         progress |= aio_dispatch_ready_handlers(ctx, &ready_list, block_ns,
                                                 missed, fdmon_woke);
@@ -1000,7 +1084,8 @@ bool aio_source_check(AioContext *ctx, bool fds_ready)
     qatomic_store_release(&ctx->notify_me, qatomic_read(&ctx->notify_me) & ~1u);
     aio_notify_accept(ctx);
 
-    if (fds_ready || aio_bh_scheduled(ctx)) {
+    if (fds_ready || aio_bh_scheduled(ctx) ||
+        !QLIST_EMPTY(&ctx->prepared_ready)) {
         return true;
     }
     if (ctx->fdmon_ops->gsource_check && ctx->fdmon_ops->gsource_check(ctx)) {

@@ -783,9 +783,10 @@ AioContext *aio_context_new(Error **errp)
         goto fail;
     }
     ctx->co_schedule_bh = aio_bh_new(ctx, co_schedule_bh_cb, ctx);
-    aio_set_event_notifier(ctx, &ctx->notifier, aio_context_notifier_cb,
-                           aio_context_notifier_poll,
-                           aio_context_notifier_poll_ready);
+    aio_set_event_notifier_drained(ctx, &ctx->notifier,
+                                   aio_context_notifier_cb,
+                                   aio_context_notifier_poll,
+                                   aio_context_notifier_poll_ready);
     return ctx;
 
 fail:

@@ -258,12 +258,14 @@ static struct io_uring_sqe *reserved_sqe(AioContext *ctx)
 }
 
 /*
- * The context's own eventfd gets a POLL_ADD linked to a READ: the kernel
- * consumes the counter when it wakes us, so aio_notify() costs the woken
- * thread one io_uring_enter() instead of io_uring_enter() + read(), the
- * same two syscalls per wake-up as a bare eventfd ping-pong.  (A READ
+ * The library's own eventfds (the context's, linux-aio's; registered with
+ * aio_set_event_notifier_drained()) get a POLL_ADD linked to a READ: the
+ * kernel consumes the counter when it wakes us, so aio_notify() costs the
+ * woken thread one io_uring_enter() instead of io_uring_enter() + read(),
+ * the same two syscalls per wake-up as a bare eventfd ping-pong.  (A READ
  * alone would not do: the eventfd is O_NONBLOCK, so it would complete at
- * once with -EAGAIN instead of waiting.)
+ * once with -EAGAIN instead of waiting.)  Not the user's notifiers: their
+ * handlers are level-triggered, called again until they clear the eventfd.
  */
 static bool is_notifier(AioContext *ctx, AioHandler *node)
 {
@@ -271,7 +273,7 @@ static bool is_notifier(AioContext *ctx, AioHandler *node)
 
     (void)ctx;
     /* Read only on an eventfd: a pipe's counterpart needs its own read. */
-    return node->event_notifier && node->io_read && node->fd == e->rfd &&
+    return node->kernel_drain && node->io_read && node->fd == e->rfd &&
            e->rfd == e->wfd;
 }
 
@@ -652,30 +654,6 @@ static bool fdmon_io_uring_need_wait(AioContext *ctx)
 }
 
 /*
- * Forget a stack ready list filled by a reap nobody dispatches.  The
- * handlers are level-triggered and re-armed, so their fds report them
- * again, except an event notifier whose READ already emptied its eventfd:
- * put the event back (the counter's value was never kept, only that it was
- * non-zero), or it would be lost.
- */
-static void discard_ready(AioHandlerList *ready_list)
-{
-    AioHandler *node;
-
-    while ((node = QLIST_FIRST(ready_list))) {
-        QLIST_REMOVE(node, node_ready);
-        node->revents = 0;
-        if (node->event_notifier) {
-            EventNotifier *e = node->opaque;
-
-            if (__atomic_exchange_n(&e->drained, false, __ATOMIC_RELAXED)) {
-                event_notifier_set(e);
-            }
-        }
-    }
-}
-
-/*
  * Block requests in flight read into or write from their callers' memory,
  * and their coroutines wait for the results: wait for every one of them
  * before the ring goes.  Fd readiness reaped meanwhile is dropped; the
@@ -698,7 +676,7 @@ static void drain_block_requests(AioContext *ctx)
         }
         if (io_uring_peek_cqe(&s->ring, &cqe) == 0 || ret >= 0) {
             reap(ctx, &ready_list);
-            discard_ready(&ready_list);
+            aio_discard_ready(&ready_list);
         }
     }
 }
@@ -764,9 +742,9 @@ static bool fdmon_io_uring_gsource_prepare(AioContext *ctx)
 
     /*
      * flush() may have reaped completions: the dispatch's wait() sees
-     * their nodes again (see discard_ready()).
+     * their nodes again (see aio_discard_ready()).
      */
-    discard_ready(&ready_list);
+    aio_discard_ready(&ready_list);
     return count || fdmon_io_uring_need_wait(ctx);
 }
 
@@ -819,7 +797,7 @@ struct io_uring_sqe *fdmon_io_uring_get_sqe(AioContext *ctx)
 
         if (ret == -EBUSY || ret == -EAGAIN || ret == -EINTR) {
             reap(ctx, &ready_list);
-            discard_ready(&ready_list);
+            aio_discard_ready(&ready_list);
         } else if (ret < 0) {
             return NULL;
         }

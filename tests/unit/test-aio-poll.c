@@ -32,6 +32,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "aio-internal.h"
 #include "aio-test.h"
 #include "test.h"
 
@@ -979,6 +980,275 @@ TEST(event_notifier_poll_begin_end)
     aio_context_unref(ctx);
 }
 
+/*
+ * QEMU's event notifier handlers are level-triggered: one that does not
+ * clear its notifier is called again on every iteration, and an event set
+ * before the handler is replaced reaches the new handler.  The io_uring
+ * monitor once had the kernel read every eventfd notifier as it woke the
+ * loop, which broke both.
+ */
+static unsigned level_calls, level_cleared;
+
+static void en_peek(EventNotifier *e)
+{
+    (void)e;
+    level_calls++;
+}
+
+static void en_clear(EventNotifier *e)
+{
+    level_cleared += event_notifier_test_and_clear(e);
+}
+
+TEST(event_notifier_level_triggered)
+{
+    AioContext *ctx = test_aio_context_new();
+    EventNotifier e;
+
+    level_calls = level_cleared = 0;
+    ASSERT_EQ(event_notifier_init(&e, 0), 0);
+    aio_set_event_notifier(ctx, &e, en_peek, NULL, NULL);
+    test_aio_drain(ctx);
+    ASSERT_EQ(event_notifier_set(&e), 0);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_TRUE(aio_poll(ctx, false));
+    }
+    ASSERT_UINT(level_calls, ==, 3);
+
+    /* Still set: the replacement handler sees it, once it clears it. */
+    aio_set_event_notifier(ctx, &e, en_clear, NULL, NULL);
+    for (int i = 0; i < 3; i++) {
+        aio_poll(ctx, false);
+    }
+    ASSERT_UINT(level_cleared, ==, 1);
+    ASSERT_UINT(level_calls, ==, 3);
+
+    aio_set_event_notifier(ctx, &e, NULL, NULL, NULL);
+    event_notifier_cleanup(&e);
+    aio_context_unref(ctx);
+}
+
+/*
+ * aio_pending() asks; it must not consume.  The library's own notifiers
+ * (aio_set_event_notifier_drained()) are read by the kernel under io_uring:
+ * the event a question reaps must still reach the handler.
+ */
+TEST(aio_pending_consumes_nothing)
+{
+    AioContext *ctx = test_aio_context_new();
+    EventNotifier user, own;
+
+    level_cleared = 0;
+    ASSERT_EQ(event_notifier_init(&user, 0), 0);
+    ASSERT_EQ(event_notifier_init(&own, 0), 0);
+    aio_set_event_notifier(ctx, &user, en_clear, NULL, NULL);
+    aio_set_event_notifier_drained(ctx, &own, en_clear, NULL, NULL);
+    test_aio_drain(ctx);
+
+    ASSERT_EQ(event_notifier_set(&user), 0);
+    ASSERT_TRUE(aio_pending(ctx));
+    ASSERT_TRUE(aio_pending(ctx));
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(level_cleared, ==, 1);
+
+    ASSERT_EQ(event_notifier_set(&own), 0);
+    ASSERT_TRUE(aio_pending(ctx));
+    ASSERT_TRUE(aio_pending(ctx));
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(level_cleared, ==, 2);
+    ASSERT_FALSE(aio_pending(ctx));
+
+    aio_set_event_notifier(ctx, &user, NULL, NULL, NULL);
+    aio_set_event_notifier(ctx, &own, NULL, NULL, NULL);
+    event_notifier_cleanup(&user);
+    event_notifier_cleanup(&own);
+    aio_context_unref(ctx);
+}
+
+/*
+ * QEMU's test-nested-aio-poll: io_poll_ready() runs a nested aio_poll()
+ * before clearing what made io_poll() true.  The node is off the polled
+ * list meanwhile, so the nested call neither polls it nor calls
+ * io_poll_ready() again (it recursed until the stack overflowed).
+ */
+typedef struct NestedPoll {
+    AioContext *ctx;
+    EventNotifier polled, dummy;
+    int depth, max_depth;
+    unsigned readies, dummy_reads;
+} NestedPoll;
+
+static NestedPoll np;
+
+static bool np_poll_true(void *opaque)
+{
+    (void)opaque;
+    return true;
+}
+
+static bool np_poll_false(void *opaque)
+{
+    (void)opaque;
+    return false;
+}
+
+static void np_read(EventNotifier *e)
+{
+    if (e == &np.dummy) {
+        np.dummy_reads++;
+    }
+    event_notifier_test_and_clear(e);
+}
+
+static void np_poll_ready(EventNotifier *e)
+{
+    (void)e;
+    np.readies++;
+    np.depth++;
+    np.max_depth = MAX(np.max_depth, np.depth);
+    if (np.depth < 50) {
+        /* Something for the nested call to do, so it does not block. */
+        event_notifier_set(&np.dummy);
+        aio_poll(np.ctx, true);
+    }
+    np.depth--;
+}
+
+static void np_never_ready(EventNotifier *e)
+{
+    (void)e;
+    TEST_FAIL_("io_poll_ready of a handler whose io_poll is false ran");
+}
+
+TEST(nested_aio_poll_in_io_poll_ready)
+{
+    Error *err = NULL;
+
+    memset(&np, 0, sizeof(np));
+    np.ctx = test_aio_context_new();
+    aio_context_set_poll_params(np.ctx, 1000000, 2, 2, &err);
+    ASSERT_NULL(err);
+    ASSERT_EQ(event_notifier_init(&np.polled, 0), 0);
+    ASSERT_EQ(event_notifier_init(&np.dummy, 0), 0);
+    aio_set_event_notifier(np.ctx, &np.polled, np_read, np_poll_true,
+                           np_poll_ready);
+    aio_set_event_notifier(np.ctx, &np.dummy, np_read, np_poll_false,
+                           np_never_ready);
+    test_aio_drain(np.ctx);
+    /* The first dispatch puts the handler on the polled list. */
+    event_notifier_set(&np.polled);
+    test_watchdog("nested aio_poll in io_poll_ready", WATCHDOG_S);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_TRUE(aio_poll(np.ctx, true));
+    }
+    test_watchdog_cancel();
+    ASSERT_UINT(np.readies, >=, 1);
+    ASSERT_INT(np.max_depth, ==, 1);
+    ASSERT_UINT(np.dummy_reads, ==, np.readies);
+
+    aio_set_event_notifier(np.ctx, &np.dummy, NULL, NULL, NULL);
+    aio_set_event_notifier(np.ctx, &np.polled, NULL, NULL, NULL);
+    event_notifier_cleanup(&np.dummy);
+    event_notifier_cleanup(&np.polled);
+    aio_context_unref(np.ctx);
+}
+
+/*
+ * A handler idle in the polled list for poll_idle_ns leaves it: io_poll_end()
+ * re-enables its notifications, then one last io_poll() catches an event
+ * that came while they were off (a device that saw notifications disabled
+ * sends no kick).  Without that poll the event waited for another one.
+ */
+typedef struct IdlePoll {
+    AioContext *ctx;
+    EventNotifier e;
+    bool pending;
+    bool triggered;
+    unsigned readies, ticks_after;
+    QEMUTimer *tick;
+} IdlePoll;
+
+static IdlePoll ip;
+
+static bool ip_poll(void *opaque)
+{
+    (void)opaque;
+    return ip.pending;
+}
+
+static void ip_ready(EventNotifier *e)
+{
+    (void)e;
+    ip.readies++;
+    ip.pending = false;
+}
+
+static void ip_read(EventNotifier *e)
+{
+    event_notifier_test_and_clear(e);
+    ip.pending = false;
+}
+
+static void ip_begin(EventNotifier *e)
+{
+    (void)e;
+}
+
+static void ip_end(EventNotifier *e)
+{
+    AioHandler *node = ip.ctx->fd_table.nodes[event_notifier_get_fd(e)];
+
+    /* Dropped for idleness (not leaving poll mode to block): off the list. */
+    if (!ip.triggered && !QLIST_IS_INSERTED(node, node_poll)) {
+        ip.triggered = true;
+        ip.pending = true; /* no kick: notifications were off */
+    }
+}
+
+static void ip_tick(void *opaque)
+{
+    (void)opaque;
+    if (ip.triggered) {
+        ip.ticks_after++;
+    }
+    timer_mod_ns(ip.tick, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + 1000000);
+}
+
+TEST(idle_polled_handler_gets_a_last_poll)
+{
+    Error *err = NULL;
+
+    memset(&ip, 0, sizeof(ip));
+    ip.ctx = test_aio_context_new();
+    ip.ctx->poll_idle_ns = 20 * 1000 * 1000;
+    aio_context_set_poll_params(ip.ctx, 1000000, 0, 0, &err);
+    ASSERT_NULL(err);
+    ASSERT_EQ(event_notifier_init(&ip.e, 0), 0);
+    aio_set_event_notifier(ip.ctx, &ip.e, ip_read, ip_poll, ip_ready);
+    aio_set_event_notifier_poll(ip.ctx, &ip.e, ip_begin, ip_end);
+    test_aio_drain(ip.ctx);
+    event_notifier_set(&ip.e);
+    ASSERT_TRUE(aio_poll(ip.ctx, true)); /* joins the polled list */
+    ip.tick = aio_timer_new(ip.ctx, QEMU_CLOCK_REALTIME, SCALE_NS, ip_tick,
+                            NULL);
+    ip_tick(NULL);
+
+    test_watchdog("idle polled handler", WATCHDOG_S);
+    /* A few ticks after the drop: time enough for a kick that never comes. */
+    while (!ip.readies && ip.ticks_after < 20) {
+        aio_poll(ip.ctx, true);
+    }
+    test_watchdog_cancel();
+    ASSERT_TRUE(ip.triggered);
+    ASSERT_UINT(ip.readies, ==, 1);
+    ASSERT_FALSE(ip.pending);
+
+    timer_free(ip.tick);
+    aio_set_event_notifier(ip.ctx, &ip.e, NULL, NULL, NULL);
+    event_notifier_cleanup(&ip.e);
+    aio_context_unref(ip.ctx);
+}
+
 /* ---- adaptive polling on a plain fd handler ---------------------------- */
 
 typedef struct Pollable {
@@ -1865,6 +2135,10 @@ RUN_TESTS(T(fd_read_level_triggered_pipe),
           T(fd_remove_from_other_thread_while_blocked),
           T(event_notifier_read),
           T(event_notifier_poll_begin_end),
+          T(event_notifier_level_triggered),
+          T(aio_pending_consumes_nothing),
+          T(nested_aio_poll_in_io_poll_ready),
+          T(idle_polled_handler_gets_a_last_poll),
           T(adaptive_poll_calls_io_poll_ready),
           T(poll_continues_after_fd_wakeup),
           T(adaptive_poll_backs_off_after_missed_windows),

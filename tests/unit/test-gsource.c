@@ -240,6 +240,73 @@ TEST(event_notifier_from_iteration)
     env_cleanup(&e);
 }
 
+/*
+ * A polled handler whose io_poll() sees work that no fd reports (a queue
+ * filled while notifications were off): the GSource's prepare leaves poll
+ * mode and polls once, and what that finds must be dispatched.  It was
+ * dropped, so prepare said "ready" on every iteration and the handler
+ * never ran: a busy loop.
+ */
+typedef struct PolledData {
+    EventNotifier e;
+    bool work;
+    int reads, readies;
+} PolledData;
+
+static PolledData pd;
+
+static bool polled_poll(void *opaque)
+{
+    (void)opaque;
+    return pd.work;
+}
+
+static void polled_ready(EventNotifier *n)
+{
+    (void)n;
+    pd.readies++;
+    pd.work = false;
+}
+
+static void polled_read(EventNotifier *n)
+{
+    pd.reads += event_notifier_test_and_clear(n);
+}
+
+TEST(poll_hit_in_prepare_is_dispatched)
+{
+    Env e;
+    Error *err = NULL;
+    int iterations = 0;
+
+    memset(&pd, 0, sizeof(pd));
+    env_init(&e);
+    aio_context_set_poll_params(e.ctx, 32768, 0, 0, &err);
+    ASSERT_NULL(err);
+    ASSERT_EQ(event_notifier_init(&pd.e, false), 0);
+    aio_set_event_notifier(e.ctx, &pd.e, polled_read, polled_poll,
+                           polled_ready);
+    /* A dispatch through aio_poll() puts the handler on the polled list. */
+    event_notifier_set(&pd.e);
+    while (!pd.reads) {
+        aio_poll(e.ctx, true);
+    }
+    drain(&e);
+
+    pd.work = true;
+    while (!pd.readies && iterations < 100) {
+        g_main_context_iteration(e.gctx, FALSE);
+        iterations++;
+    }
+    ASSERT_EQ(pd.readies, 1);
+    ASSERT_FALSE(pd.work);
+    ASSERT_INT(iterations, <=, 2);
+
+    aio_set_event_notifier(e.ctx, &pd.e, NULL, NULL, NULL);
+    event_notifier_cleanup(&pd.e);
+    env_cleanup(&e);
+}
+
 typedef struct FdData {
     int fd;
     int reads;
@@ -431,6 +498,7 @@ RUN_TESTS(
     T(gmainloop_runs_context),
     T(nested_iteration_from_callback),
     T(event_notifier_from_iteration),
+    T(poll_hit_in_prepare_is_dispatched),
     T(many_fd_handlers),
     T(regular_file_handler),
     T(timer_from_iteration),
