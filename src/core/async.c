@@ -36,6 +36,11 @@
  * handler kicking a BH does on the hot path.  A BH may sit on both lists at
  * once; it runs once for both, and whichever list lets go of it last frees
  * it when it is deleted (or one-shot).
+ *
+ * A signal handler in the home thread is the one "other" user of the local
+ * state: during dispatch it sees aio_tls_dispatch_ctx == ctx too.  The home
+ * thread therefore updates local state only inside a local_state_begin() /
+ * local_state_end() window, see there.
  */
 enum {
     BH_PENDING = 1 << 0,   /* queued on the remote list (or a slice's) */
@@ -198,12 +203,49 @@ static void aio_bh_enqueue(QEMUBH *bh, unsigned new_flags)
 }
 
 /*
+ * Open a window in which the home thread updates local BH state (bh->local,
+ * in_local_list, ctx->bh_local, a slice's local list) with plain loads and
+ * stores.  A signal handler that interrupts the window and schedules a BH
+ * would otherwise take the local path too and interleave its own plain
+ * updates with ours: a BH pushed by the handler between our read of a list
+ * head and our write of it is lost, or in_local_list says "queued" while
+ * no list holds the BH, and it never runs again.  Hiding the dispatch
+ * context makes such a handler take the atomic path (aio_bh_enqueue()),
+ * which is safe against anything the home thread does, so
+ * qemu_bh_schedule() stays async-signal-safe and still costs no atomic
+ * read-modify-write.  Between windows (in a callback) no local update is
+ * half done, and a handler's complete one is like one made by the
+ * callback itself.
+ *
+ * The signal fences are compiler barriers only: they keep the accesses to
+ * local state inside the window, and the NULL store from being dropped as
+ * dead.  The handler runs in this thread, which sees its own accesses in
+ * program order, so no CPU fence is needed.
+ */
+static inline AioContext *local_state_begin(void)
+{
+    AioContext *saved = aio_tls_dispatch_ctx;
+
+    aio_tls_dispatch_ctx = NULL;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    return saved;
+}
+
+static inline void local_state_end(AioContext *saved)
+{
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    aio_tls_dispatch_ctx = saved;
+}
+
+/*
  * Schedule from a callback dispatched by the BH's own context: the loop
  * recomputes its timeout before it can block again, so no wake-up, and the
  * home thread alone uses these fields, so no atomic read-modify-write.
  */
 static void aio_bh_schedule_local(QEMUBH *bh, unsigned local)
 {
+    AioContext *saved = local_state_begin();
+
     /* OR, as the flags do: an idle BH scheduled again stays idle. */
     local |= __atomic_load_n(&bh->local, __ATOMIC_RELAXED);
     __atomic_store_n(&bh->local, local, __ATOMIC_RELAXED);
@@ -211,6 +253,7 @@ static void aio_bh_schedule_local(QEMUBH *bh, unsigned local)
         bh->in_local_list = true;
         QSLIST_INSERT_HEAD(&bh->ctx->bh_local, bh, local_next);
     }
+    local_state_end(saved);
 }
 
 static bool aio_bh_dispatching_own(QEMUBH *bh)
@@ -218,7 +261,10 @@ static bool aio_bh_dispatching_own(QEMUBH *bh)
     return aio_tls_dispatch_ctx == bh->ctx;
 }
 
-/* Home thread: take the first BH of a local list; *local gets its state. */
+/*
+ * Home thread, inside a local_state_begin() window: take the first BH of a
+ * local list; *local gets its state.
+ */
 static QEMUBH *aio_bh_dequeue_local(BHList *head, unsigned *local)
 {
     QEMUBH *bh = QSLIST_FIRST(head);
@@ -422,6 +468,7 @@ int aio_bh_poll(AioContext *ctx)
 {
     BHListSlice slice;
     BHListSlice *s;
+    AioContext *dispatch_ctx;
     QEMUBH *remote;
     int ret = 0;
     uint64_t runs = 0;
@@ -437,6 +484,11 @@ int aio_bh_poll(AioContext *ctx)
         return 0;
     }
 
+    /*
+     * Everything below but the callbacks themselves updates local state:
+     * a signal handler must not take the local path meanwhile.
+     */
+    dispatch_ctx = local_state_begin();
     slice.bh_list = ctx->bh_local;
     QSLIST_INIT(&ctx->bh_local);
     QSLIST_INIT(&slice.bh_list_remote);
@@ -492,12 +544,16 @@ int aio_bh_poll(AioContext *ctx)
                 ret = 1;
             }
             runs++;
+            /* The callback schedules as its caller would, locally too. */
+            local_state_end(dispatch_ctx);
             aio_bh_call(bh);
+            local_state_begin();
         }
         if (free_it) {
             aio_bh_free(bh);
         }
     }
+    local_state_end(dispatch_ctx);
     if (runs) {
         qatomic_set(&ctx->stats.bh_runs, ctx->stats.bh_runs + runs);
     }

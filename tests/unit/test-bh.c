@@ -10,8 +10,11 @@
 
 #include <aioloop/aio.h>
 
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "aio-internal.h"
 #include "sanitizer.h"
@@ -870,6 +873,219 @@ TEST(bh_local_oneshot_runs_once_or_leaks_loudly)
     test_expect_abort(unref_with_local_oneshot, NULL, "BH 'oneshot_cb' leaked");
 }
 
+/*
+ * qemu_bh_schedule() is async-signal-safe (aio.h).  A signal handler that
+ * runs in the home thread while the context dispatches sees the same
+ * dispatch context as the callbacks do; it must not interleave with the
+ * loop's own plain updates of the local BH state.  Here a timer signal
+ * interrupts the home thread at random points of a loop made of BHs
+ * rescheduling themselves (each reschedule and each aio_bh_poll() updates
+ * that state), and its handler schedules BHs of the same context.  Every
+ * so often the signal is blocked for a few iterations: by then each BH the
+ * handler scheduled must have run, and each self-rescheduling BH must be
+ * running still.  A lost BH stays "queued" forever, so at the end a BH
+ * scheduled from a callback must run too.
+ */
+/* glibc before 2.41 names SIGEV_THREAD_ID's field only internally. */
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+
+enum {
+    SIGNAL_BHS = 4,
+    SELF_BHS = 8,
+    SIGNAL_INTERVAL_NS = 50000,
+};
+
+typedef struct SignalBH {
+    QEMUBH *bh;
+    unsigned requested; /* schedules so far (relaxed: this thread only) */
+    unsigned seen;      /* requested, as its last run found it */
+} SignalBH;
+
+typedef struct SignalTest {
+    AioContext *ctx;
+    SignalBH sig[SIGNAL_BHS];
+    Counter self[SELF_BHS];
+    bool stop;        /* the self BHs stop rescheduling */
+    unsigned signals; /* handled so far */
+} SignalTest;
+
+/* The handler's view of the test (a handler gets no argument). */
+static SignalTest *signal_test;
+
+static void signal_bh_cb(void *opaque)
+{
+    SignalBH *s = opaque;
+    unsigned requested = __atomic_load_n(&s->requested, __ATOMIC_RELAXED);
+
+    __atomic_store_n(&s->seen, requested, __ATOMIC_RELAXED);
+}
+
+static void signal_bh_schedule(SignalBH *s)
+{
+    /* Counted first: a run that follows the schedule must see it. */
+    __atomic_store_n(&s->requested, s->requested + 1, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    qemu_bh_schedule(s->bh);
+}
+
+static void self_bh_cb(void *opaque)
+{
+    Counter *c = opaque;
+
+    c->runs++;
+    if (!__atomic_load_n(&signal_test->stop, __ATOMIC_RELAXED)) {
+        qemu_bh_schedule(c->bh);
+    }
+}
+
+static void bh_signal_handler(int sig)
+{
+    SignalTest *t = signal_test;
+    unsigned n = t->signals++;
+    int saved_errno = errno;
+
+    (void)sig;
+    /* BHs only the handler schedules, and the self BHs, in turn. */
+    if (n & 1) {
+        qemu_bh_schedule(t->self[(n / 2) % SELF_BHS].bh);
+    } else {
+        signal_bh_schedule(&t->sig[(n / 2) % SIGNAL_BHS]);
+    }
+    errno = saved_errno;
+}
+
+static void signal_block(int how)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    ASSERT_EQ(pthread_sigmask(how, &set, NULL), 0);
+}
+
+/* With the signal blocked: everything scheduled runs, the chain goes on. */
+static void signal_check_quiet(SignalTest *t, const char *when)
+{
+    unsigned runs[SELF_BHS];
+
+    for (int i = 0; i < SELF_BHS; i++) {
+        runs[i] = t->self[i].runs;
+    }
+    /*
+     * Outside aio_poll(), whatever was scheduled is on bh_local or bh_list:
+     * one iteration runs it all.
+     */
+    aio_poll(t->ctx, false);
+    for (int i = 0; i < SIGNAL_BHS; i++) {
+        if (t->sig[i].seen != t->sig[i].requested) {
+            TEST_FAIL_("%s, after %u signals: BH %d scheduled %u times, "
+                       "last ran for schedule %u: lost",
+                       when, t->signals, i, t->sig[i].requested,
+                       t->sig[i].seen);
+        }
+    }
+    if (!t->stop) {
+        for (int i = 0; i < SELF_BHS; i++) {
+            if (t->self[i].runs == runs[i]) {
+                TEST_FAIL_("%s, after %u signals: self-rescheduling BH %d "
+                           "stopped at %u runs",
+                           when, t->signals, i, runs[i]);
+            }
+        }
+    }
+}
+
+static void schedule_signal_bhs(void *opaque)
+{
+    SignalTest *t = opaque;
+
+    for (int i = 0; i < SIGNAL_BHS; i++) {
+        signal_bh_schedule(&t->sig[i]);
+    }
+}
+
+TEST(bh_schedule_from_signal_handler)
+{
+    /* Sanitizers slow the loop, not the timer: fewer, longer checks. */
+    const int64_t run_ns = TEST_SANITIZED ? 250000000LL : 500000000LL;
+    SignalTest t = { .ctx = test_aio_context_new() };
+    struct sigaction sa = { .sa_handler = bh_signal_handler,
+                            .sa_flags = SA_RESTART };
+    struct sigaction old_sa;
+    struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID,
+                            .sigev_signo = SIGUSR1 };
+    struct itimerspec its = {
+        .it_value = { 0, SIGNAL_INTERVAL_NS },
+        .it_interval = { 0, SIGNAL_INTERVAL_NS },
+    };
+    int64_t start, next_check;
+    timer_t timer;
+    unsigned checks = 0;
+
+    signal_test = &t;
+    for (int i = 0; i < SIGNAL_BHS; i++) {
+        t.sig[i].bh = aio_bh_new(t.ctx, signal_bh_cb, &t.sig[i]);
+    }
+    for (int i = 0; i < SELF_BHS; i++) {
+        t.self[i].bh = aio_bh_new(t.ctx, self_bh_cb, &t.self[i]);
+        qemu_bh_schedule(t.self[i].bh);
+    }
+    test_watchdog("a BH list corrupted by a signal handler", 10);
+    signal_block(SIG_BLOCK);
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, &old_sa), 0);
+    /* This thread, not the process: the handler must run in the home. */
+    sev.sigev_notify_thread_id = test_gettid();
+    ASSERT_EQ(timer_create(CLOCK_MONOTONIC, &sev, &timer), 0);
+    ASSERT_EQ(timer_settime(timer, 0, &its, NULL), 0);
+
+    start = aio_clock_ns();
+    next_check = start;
+    for (;;) {
+        int64_t now = aio_clock_ns();
+
+        if (now >= next_check) {
+            signal_block(SIG_BLOCK);
+            signal_check_quiet(&t, "while signals come");
+            if (now - start >= run_ns) {
+                break;
+            }
+            checks++;
+            next_check = now + run_ns / 20;
+            signal_block(SIG_UNBLOCK);
+        }
+        for (int i = 0; i < 64; i++) {
+            aio_poll(t.ctx, false);
+        }
+    }
+    ASSERT_EQ(timer_delete(timer), 0);
+    printf("# %u signals, %u checks\n", t.signals, checks);
+    /* Not much of a test if signals never interrupted the loop. */
+    ASSERT_UINT(t.signals, >, 100);
+
+    /* A BH that was lost would never run from the local path again. */
+    in_dispatch(t.ctx, schedule_signal_bhs, &t);
+    signal_check_quiet(&t, "scheduled from a callback");
+
+    __atomic_store_n(&t.stop, true, __ATOMIC_RELAXED);
+    test_aio_drain(t.ctx);
+    test_watchdog_cancel();
+    for (int i = 0; i < SIGNAL_BHS; i++) {
+        qemu_bh_delete(t.sig[i].bh);
+    }
+    for (int i = 0; i < SELF_BHS; i++) {
+        qemu_bh_delete(t.self[i].bh);
+    }
+    aio_context_unref(t.ctx);
+    /* Ignoring discards a signal still pending, which would kill us. */
+    sa.sa_handler = SIG_IGN;
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+    signal_block(SIG_UNBLOCK);
+    ASSERT_EQ(sigaction(SIGUSR1, &old_sa, NULL), 0);
+    signal_test = NULL;
+}
+
 TEST(bh_delete_twice_aborts)
 {
     test_expect_abort(delete_twice, NULL, "twice");
@@ -981,5 +1197,6 @@ RUN_TESTS(T(bh_runs_once_however_often_scheduled),
           T(bh_oneshot_pending_at_unref_aborts),
           T(bh_local_and_remote_scheduling_mix),
           T(bh_local_oneshot_runs_once_or_leaks_loudly),
+          T(bh_schedule_from_signal_handler),
           T(bh_memory_reused_by_the_freeing_thread),
           T(bh_cache_bounded_and_freed_at_thread_exit))
