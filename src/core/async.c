@@ -887,15 +887,22 @@ static void aio_context_finalize(AioContext *ctx)
     }
     /* Stops the workers and deletes the pool's BH before the leak check. */
     thread_pool_free(ctx->thread_pool);
-    /* A pending BH that is not deleted (one-shots included) is lost work. */
+    /*
+     * A pending BH that is not deleted (one-shots included) is lost work.
+     * A deleted or one-shot BH is freed by the last list that holds it, as
+     * in aio_bh_poll(): here if it is not PENDING on bh_list too (say, it
+     * was scheduled locally and then deleted after its remote entry had
+     * been taken), else by the bh_list loop below.  Any other BH is on
+     * bh_all, and reported there.
+     */
     while ((bh = QSLIST_FIRST(&ctx->bh_local))) {
         QSLIST_REMOVE_HEAD(&ctx->bh_local, local_next);
         bh->in_local_list = false;
-        /* Others are on bh_all, or deleted and on bh_list: see below. */
-        if (bh->flags & BH_ONESHOT) {
-            if (bh->local & BH_LOCAL_SCHEDULED) {
-                bh_leaked(bh);
-            }
+        flags = qatomic_read(&bh->flags);
+        if ((flags & BH_ONESHOT) && (bh->local & BH_LOCAL_SCHEDULED)) {
+            bh_leaked(bh);
+        }
+        if ((flags & (BH_DELETED | BH_ONESHOT)) && !(flags & BH_PENDING)) {
             aio_bh_free(bh);
         }
     }

@@ -301,6 +301,63 @@ TEST(bh_delete_sibling_in_same_batch)
     aio_context_unref(ctx);
 }
 
+/*
+ * The same pair, but the first to run schedules the other again before
+ * deleting it: the other is still pending in this batch (scheduled from
+ * outside, so on the remote list), and the schedule takes the local path,
+ * so the deleted BH sits on both lists.  It never runs, and it is freed by
+ * the next aio_bh_poll() or, if none comes, when the context goes, not
+ * reported as leaked.
+ */
+static void resched_delete_cb(DeletePair *p, int me)
+{
+    int other = !me;
+
+    p->runs[me]++;
+    if (!p->deleted[other]) {
+        qemu_bh_schedule(p->bh[other]);
+        qemu_bh_delete(p->bh[other]);
+        p->deleted[other] = true;
+    }
+}
+
+static void resched_delete_cb0(void *opaque)
+{
+    resched_delete_cb(opaque, 0);
+}
+
+static void resched_delete_cb1(void *opaque)
+{
+    resched_delete_cb(opaque, 1);
+}
+
+static void resched_delete_sibling(bool poll_again)
+{
+    AioContext *ctx = test_aio_context_new();
+    DeletePair p = { 0 };
+
+    test_aio_drain(ctx);
+    p.bh[0] = aio_bh_new(ctx, resched_delete_cb0, &p);
+    p.bh[1] = aio_bh_new(ctx, resched_delete_cb1, &p);
+    qemu_bh_schedule(p.bh[0]);
+    qemu_bh_schedule(p.bh[1]);
+    ASSERT_TRUE(aio_poll(ctx, false));
+    ASSERT_UINT(p.runs[0] + p.runs[1], ==, 1);
+    qemu_bh_delete(p.bh[p.deleted[0] ? 1 : 0]);
+    if (poll_again) {
+        ASSERT_FALSE(aio_poll(ctx, false));
+        ASSERT_UINT(p.runs[0] + p.runs[1], ==, 1);
+    }
+    /* Both BHs are deleted: no abort, and LeakSanitizer sees them freed. */
+    aio_context_unref(ctx);
+}
+
+TEST(bh_rescheduled_then_deleted_while_pending_is_freed)
+{
+    resched_delete_sibling(true);
+    resched_delete_sibling(false);
+}
+
 static void *delete_thread(void *opaque)
 {
     qemu_bh_delete(opaque);
@@ -1185,6 +1242,7 @@ RUN_TESTS(T(bh_runs_once_however_often_scheduled),
           T(bh_delete_scheduled_never_runs),
           T(bh_delete_from_own_callback),
           T(bh_delete_sibling_in_same_batch),
+          T(bh_rescheduled_then_deleted_while_pending_is_freed),
           T(bh_delete_from_other_thread),
           T(bh_oneshot_runs_once_and_frees_itself),
           T(bh_idle),
