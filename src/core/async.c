@@ -39,8 +39,9 @@
  *
  * A signal handler in the home thread is the one "other" user of the local
  * state: during dispatch it sees aio_tls_dispatch_ctx == ctx too.  The home
- * thread therefore updates local state only inside a local_state_begin() /
- * local_state_end() window, see there.
+ * thread therefore pushes onto and takes bh_local only inside a
+ * local_state_begin() / local_state_end() window, see there, and orders
+ * its other accesses so that a handler may come in between any two.
  */
 enum {
     BH_PENDING = 1 << 0,   /* queued on the remote list (or a slice's) */
@@ -203,24 +204,22 @@ static void aio_bh_enqueue(QEMUBH *bh, unsigned new_flags)
 }
 
 /*
- * Open a window in which the home thread updates local BH state (bh->local,
- * in_local_list, ctx->bh_local, a slice's local list) with plain loads and
- * stores.  A signal handler that interrupts the window and schedules a BH
- * would otherwise take the local path too and interleave its own plain
- * updates with ours: a BH pushed by the handler between our read of a list
- * head and our write of it is lost, or in_local_list says "queued" while
- * no list holds the BH, and it never runs again.  Hiding the dispatch
- * context makes such a handler take the atomic path (aio_bh_enqueue()),
- * which is safe against anything the home thread does, so
- * qemu_bh_schedule() stays async-signal-safe and still costs no atomic
- * read-modify-write.  Between windows (in a callback) no local update is
- * half done, and a handler's complete one is like one made by the
- * callback itself.
+ * Open a window in which the home thread read-modify-writes, with plain
+ * loads and stores, what a signal handler's local schedule does too: the
+ * bh_local head and a BH's in_local_list (pushing a BH, taking the list).
+ * A handler that interrupted such an update and took the local path would
+ * interleave its own with ours: a BH it pushed between our read of the
+ * bh_local head and our write of it is lost, with in_local_list set so
+ * that it never runs again, and a BH both of us push ends up linked to
+ * itself.  Hiding the dispatch context makes such a handler take the
+ * atomic path (aio_bh_enqueue()), which is safe against anything the home
+ * thread does, so qemu_bh_schedule() stays async-signal-safe and still
+ * costs no atomic read-modify-write.
  *
- * The signal fences are compiler barriers only: they keep the accesses to
- * local state inside the window, and the NULL store from being dropped as
- * dead.  The handler runs in this thread, which sees its own accesses in
- * program order, so no CPU fence is needed.
+ * The signal fences are compiler barriers only: they keep the accesses
+ * inside the window, and the NULL store from being dropped as dead.  The
+ * handler runs in this thread, which sees its own accesses in program
+ * order, so no CPU fence is needed.
  */
 static inline AioContext *local_state_begin(void)
 {
@@ -262,8 +261,13 @@ static bool aio_bh_dispatching_own(QEMUBH *bh)
 }
 
 /*
- * Home thread, inside a local_state_begin() window: take the first BH of a
- * local list; *local gets its state.
+ * Home thread: take the first BH of a slice's local list; *local gets its
+ * state.  No window is needed: a signal handler never touches a slice, and
+ * it pushes the BH (rewriting local_next) only once in_local_list is
+ * clear, so local_next is read before.  A handler's schedule that lands
+ * before we clear bh->local is run by our caller right after (the entry it
+ * may have pushed will not run it again); one that lands after stays
+ * queued for the next aio_bh_poll().
  */
 static QEMUBH *aio_bh_dequeue_local(BHList *head, unsigned *local)
 {
@@ -273,7 +277,9 @@ static QEMUBH *aio_bh_dequeue_local(BHList *head, unsigned *local)
         return NULL;
     }
     QSLIST_REMOVE_HEAD(head, local_next);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     bh->in_local_list = false;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     *local = __atomic_load_n(&bh->local, __ATOMIC_RELAXED);
     if (*local) {
         __atomic_store_n(&bh->local, 0, __ATOMIC_RELAXED);
@@ -468,7 +474,7 @@ int aio_bh_poll(AioContext *ctx)
 {
     BHListSlice slice;
     BHListSlice *s;
-    AioContext *dispatch_ctx;
+    AioContext *saved;
     QEMUBH *remote;
     int ret = 0;
     uint64_t runs = 0;
@@ -484,13 +490,11 @@ int aio_bh_poll(AioContext *ctx)
         return 0;
     }
 
-    /*
-     * Everything below but the callbacks themselves updates local state:
-     * a signal handler must not take the local path meanwhile.
-     */
-    dispatch_ctx = local_state_begin();
+    /* A BH that a signal handler pushed in between would be lost. */
+    saved = local_state_begin();
     slice.bh_list = ctx->bh_local;
     QSLIST_INIT(&ctx->bh_local);
+    local_state_end(saved);
     QSLIST_INIT(&slice.bh_list_remote);
     if (remote) {
         /* Pairs with QSLIST_INSERT_HEAD_ATOMIC() in aio_bh_enqueue(). */
@@ -528,7 +532,10 @@ int aio_bh_poll(AioContext *ctx)
             idle = !(((flags & BH_SCHEDULED) && !(flags & BH_IDLE)) ||
                      ((local & BH_LOCAL_SCHEDULED) && !(local & BH_LOCAL_IDLE)));
             if (run && local) {
-                /* Its local entry, if still queued, must not run it again. */
+                /*
+                 * Its local entry, if still queued, must not run it again
+                 * (a signal handler's schedule since the load is run now).
+                 */
                 __atomic_store_n(&bh->local, 0, __ATOMIC_RELAXED);
             }
             /* A local list still holding it frees it. */
@@ -544,16 +551,12 @@ int aio_bh_poll(AioContext *ctx)
                 ret = 1;
             }
             runs++;
-            /* The callback schedules as its caller would, locally too. */
-            local_state_end(dispatch_ctx);
             aio_bh_call(bh);
-            local_state_begin();
         }
         if (free_it) {
             aio_bh_free(bh);
         }
     }
-    local_state_end(dispatch_ctx);
     if (runs) {
         qatomic_set(&ctx->stats.bh_runs, ctx->stats.bh_runs + runs);
     }
