@@ -176,6 +176,10 @@ class Client:
         """Send an option, return the list of (type, data) replies up to the
         final one (ACK or an error)."""
         self.send_option(opt, data)
+        return self.read_option_replies(opt)
+
+    def read_option_replies(self, opt):
+        """The replies to option opt sent earlier, up to the final one."""
         replies = []
         while True:
             ropt, rtype, rdata = self.read_option_reply()

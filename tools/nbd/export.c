@@ -54,6 +54,17 @@ NBDExport *nbd_export_find(NBDServer *srv, const char *name)
     return name[0] ? NULL : first;
 }
 
+NBDExport *nbd_export_after(NBDServer *srv, uint64_t serial)
+{
+    /* The list is in the order of creation: serials ascend along it. */
+    for (NBDExport *exp = srv->exports; exp; exp = exp->next) {
+        if (exp->serial > serial) {
+            return exp;
+        }
+    }
+    return NULL;
+}
+
 void nbd_export_busy_dec(NBDExport *exp)
 {
     if (__atomic_sub_fetch(&exp->busy, 1, __ATOMIC_SEQ_CST) == 0) {
@@ -297,6 +308,18 @@ static void export_free(NBDExport *exp)
     free(exp);
 }
 
+void nbd_export_ref(NBDExport *exp)
+{
+    exp->refs++;
+}
+
+void nbd_export_unref(NBDExport *exp)
+{
+    if (exp && --exp->refs == 0) {
+        export_free(exp);
+    }
+}
+
 static char *strdup_or_null(const char *s)
 {
     return s ? strdup(s) : NULL;
@@ -378,6 +401,8 @@ NBDExport *nbd_export_add(NBDServer *srv, const NBDExportConfig *cfg,
         exp->tx_flags |= NBD_FLAG_CAN_MULTI_CONN;
     }
 
+    exp->refs = 1;
+    exp->serial = ++srv->next_serial;
     for (pp = &srv->exports; *pp; pp = &(*pp)->next) {
     }
     *pp = exp;
@@ -515,7 +540,13 @@ int nbd_export_del(NBDServer *srv, const char *id, bool hard, Error **errp)
     for (pp = &srv->exports; *pp != exp; pp = &(*pp)->next) {
     }
     *pp = exp->next;
-    export_free(exp);
+    /*
+     * A handshake may still hold the export (it only finds it is gone, no
+     * client attaches to it any more): release the image now all the same.
+     */
+    close(exp->fd);
+    exp->fd = -1;
+    nbd_export_unref(exp);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "export '%s' removed, but its final "
                          "flush failed", id);
@@ -545,6 +576,6 @@ void nbd_exports_free(NBDServer *srv)
         NBDExport *exp = srv->exports;
 
         srv->exports = exp->next;
-        export_free(exp);
+        nbd_export_unref(exp);
     }
 }

@@ -5,7 +5,8 @@
  *  - NBDServer: the main loop thread only, except @connections (atomic).
  *  - NBDExport: settings are fixed after creation.  @ctx changes only in a
  *    drained section; @clients, @quiescing and @deleting change under
- *    @lock; @busy, @in_flight and @requests are atomics.
+ *    @lock; @busy, @in_flight and @requests are atomics; @refs and @next
+ *    belong to the main loop thread.
  *  - NBDClient: while attached and not parked, only the export's context
  *    thread touches it (its coroutines and BHs); while negotiating, the
  *    main loop; while parked (drained), whoever holds the export's lock.
@@ -69,6 +70,14 @@ struct NBDClient {
 struct NBDExport {
     NBDServer *srv;
     NBDExport *next;
+    /*
+     * The server's list holds one reference, and a handshake holds one
+     * across every socket write it makes about the export: a write may
+     * yield, and export-del may run meanwhile (it counts only attached
+     * clients).  The last reference frees the export.
+     */
+    unsigned refs;
+    uint64_t serial;          /* order of creation, for NBD_OPT_LIST */
     char *id, *name, *description, *node_name, *file;
     int fd;
     uint64_t size;
@@ -106,6 +115,7 @@ struct NBDServer {
     NBDClient *negotiating;
     NBDListener *listeners;
     unsigned nlisteners;
+    uint64_t next_serial;     /* of the next export added */
     unsigned connections;     /* atomic */
     unsigned max_connections; /* 0: no limit */
     bool shutting_down;
@@ -114,6 +124,12 @@ struct NBDServer {
 /* export.c */
 NBDExport *nbd_export_find(NBDServer *srv, const char *name);
 NBDExport *nbd_export_by_id(NBDServer *srv, const char *id);
+/* The first listed export added after @serial (any serial: 0), or NULL. */
+NBDExport *nbd_export_after(NBDServer *srv, uint64_t serial);
+/* Keep @exp's memory (not its image) alive across a yield.  Main thread. */
+void nbd_export_ref(NBDExport *exp);
+/* Drop a reference; NULL is a no-op. */
+void nbd_export_unref(NBDExport *exp);
 /*
  * Attach a negotiated client; false if the export is going away.  If the
  * export is not drained, the client's first trip is counted as running and

@@ -137,15 +137,23 @@ static void client_set_limits(NBDClient *client, NBDExport *exp)
 static int coroutine_fn opt_list(NBDClient *client, uint32_t len)
 {
     uint8_t buf[4 + 2 * NBD_MAX_STRING];
+    uint64_t serial = 0;
+    NBDExport *exp;
 
     if (len) {
         return opt_error(client, NBD_OPT_LIST, NBD_REP_ERR_INVALID,
                          "NBD_OPT_LIST takes no data");
     }
-    for (NBDExport *exp = client->srv->exports; exp; exp = exp->next) {
+    /*
+     * Each reply is copied into @buf before the write, which may yield:
+     * exports may come and go meanwhile, so the walk goes on from the
+     * serial of the last one listed, never through a pointer kept across.
+     */
+    while ((exp = nbd_export_after(client->srv, serial))) {
         size_t n = strlen(exp->name), d;
         int ret;
 
+        serial = exp->serial;
         if (exp->deleting) {
             continue;
         }
@@ -165,8 +173,9 @@ static int coroutine_fn opt_list(NBDClient *client, uint32_t len)
 }
 
 /*
- * NBD_OPT_INFO and NBD_OPT_GO.  Returns 1 when GO succeeded (*pexp set),
- * 0 to go on negotiating, -errno to drop the client.
+ * NBD_OPT_INFO and NBD_OPT_GO.  Returns 1 when GO succeeded (*pexp set,
+ * with a reference for the caller), 0 to go on negotiating, -errno to drop
+ * the client.
  */
 static int coroutine_fn opt_info_go(NBDClient *client, uint32_t opt,
                                     const uint8_t *data, uint32_t len,
@@ -189,20 +198,26 @@ static int coroutine_fn opt_info_go(NBDClient *client, uint32_t opt,
         snprintf(msg, sizeof(msg), "export '%s' not present", name);
         return opt_error(client, opt, NBD_REP_ERR_UNKNOWN, msg);
     }
+    /* The writes may yield, and export-del run meanwhile. */
+    nbd_export_ref(exp);
     ret = send_info(client, opt, exp, &ir);
-    if (ret < 0) {
-        return ret;
+    if (ret == 0 && exp->deleting) {
+        ret = opt_error(client, opt, NBD_REP_ERR_UNKNOWN,
+                        "export removed meanwhile");
+        goto out;
     }
-    ret = opt_reply(client, opt, NBD_REP_ACK, NULL, 0);
-    if (ret < 0) {
-        return ret;
+    if (ret == 0) {
+        ret = opt_reply(client, opt, NBD_REP_ACK, NULL, 0);
     }
-    if (opt == NBD_OPT_GO) {
+    if (ret == 0 && opt == NBD_OPT_GO) {
+        /* Deleted during the ACK: nbd_export_attach() refuses it. */
         client_set_limits(client, exp);
         *pexp = exp;
         return 1;
     }
-    return 0;
+out:
+    nbd_export_unref(exp);
+    return ret;
 }
 
 static int coroutine_fn opt_meta_context(NBDClient *client, uint32_t opt,
@@ -212,6 +227,7 @@ static int coroutine_fn opt_meta_context(NBDClient *client, uint32_t opt,
     bool list = opt == NBD_OPT_LIST_META_CONTEXT;
     char name[NBD_MAX_STRING + 1];
     uint8_t reply[4 + sizeof(ctx_name)];
+    char *meta_export = NULL;
     NBDMetaRequest mr;
     NBDExport *exp;
     bool match = false;
@@ -247,14 +263,17 @@ static int coroutine_fn opt_meta_context(NBDClient *client, uint32_t opt,
 
         nbd_st32(reply, id);
         memcpy(reply + 4, ctx_name, sizeof(ctx_name) - 1);
+        if (!list) {
+            /* Before the write: the export may be deleted while it waits. */
+            meta_export = strdup(exp->id);
+        }
         ret = opt_reply(client, opt, NBD_REP_META_CONTEXT, reply,
                         (uint32_t)(4 + sizeof(ctx_name) - 1));
         if (ret < 0) {
+            free(meta_export);
             return ret;
         }
-        if (!list) {
-            client->meta_export = strdup(exp->id);
-        }
+        client->meta_export = meta_export;
     }
     return opt_reply(client, opt, NBD_REP_ACK, NULL, 0);
 }
@@ -275,7 +294,10 @@ static int coroutine_fn discard(NBDClient *client, uint32_t len,
     return 0;
 }
 
-/* Returns 0 with *pexp set when transmission starts, -errno otherwise. */
+/*
+ * Returns 0 with *pexp set (and referenced) when transmission starts,
+ * -errno otherwise.
+ */
 static int coroutine_fn negotiate(NBDClient *client, uint8_t *data,
                                   NBDExport **pexp)
 {
@@ -369,8 +391,11 @@ static int coroutine_fn negotiate(NBDClient *client, uint8_t *data,
                 memset(p, 0, 124);
                 p += 124;
             }
+            /* The caller's; the write may yield, export-del run meanwhile. */
+            nbd_export_ref(exp);
             ret = chan_write(&client->chan, buf, (size_t)(p - buf));
             if (ret < 0) {
+                nbd_export_unref(exp);
                 return ret;
             }
             *pexp = exp;
@@ -445,9 +470,12 @@ void coroutine_fn nbd_client_negotiate_co(void *opaque)
     client_unlink_negotiating(client);
     chan_detach(&client->chan);
     if (ret < 0 || !nbd_export_attach(exp, client, &ctx)) {
+        nbd_export_unref(exp);
         nbd_client_free(client);
         return;
     }
+    /* Attached: export-del now disconnects the client before freeing. */
+    nbd_export_unref(exp);
     if (client->parked) {
         return;     /* drained meanwhile: the drain's end starts it */
     }
