@@ -1,7 +1,8 @@
 #!/bin/bash
 # The control socket: query-exports, query-iothreads, export-add (file and
 # errors), export-del safe (refused with a client) and hard (the client is
-# cut off), export-set-iothread errors, malformed lines, quit (exit 0).
+# cut off), export-set-iothread errors, malformed lines, a client that does
+# not read its replies, quit (exit 0).
 #   monitor.sh [PATH-TO-aioloop-nbd]
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -122,6 +123,46 @@ qmp export-add "{\"id\": \"b\", \"file\": \"$WORK/b.img\", \"writable\": true}" 
 qemu-io -f raw "nbd+unix:///b?socket=$D_SOCK" -c "write -P 7 0 64k" >/dev/null || die "writing to the re-added b failed"
 qmp export-del '{"id": "b", "mode": "safe"}' >/dev/null || die "export-del safe without clients failed"
 [ "$(exports)" = '["a"]' ] || die "after export-del safe: $(exports)"
+
+# A control client that sends commands and does not read the replies must
+# not stall the main loop: a read from an export there is answered at once
+# meanwhile, another control connection works, and every reply arrives, in
+# order, once the client reads.
+qmp export-add "{\"id\": \"m\", \"file\": \"$WORK/b.img\"}" >/dev/null ||
+    die "export-add m failed"
+"$PYTHON" - "$D_MON" "$D_SOCK" <<'EOF' || die "a control client not reading its replies"
+import json, os, socket, sys, time
+sys.path.insert(0, os.environ["NBD_LIB_DIR"])
+import nbdclient as n
+from qmp import QMP
+N = 3000
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(20)
+s.connect(sys.argv[1])
+f = s.makefile("rb")
+f.readline()                                  # the greeting
+s.sendall(b"".join(json.dumps({"execute": "query-iothreads", "id": i}).encode()
+                   for i in range(N)))
+time.sleep(0.5)
+t0 = time.time()
+c = n.Client(sys.argv[2], timeout=20).connect("m")
+err, _ = c.read(0, 4096)
+c.disconnect()
+t1 = time.time()
+QMP(sys.argv[1], timeout=20).cmd("query-exports")
+t2 = time.time()
+print("    with %d replies unread: NBD read %.2f s, other control client %.2f s"
+      % (N, t1 - t0, t2 - t1))
+assert err == 0, "read error %d" % err
+assert t1 - t0 < 2 and t2 - t1 < 2, "the main loop stalled"
+for i in range(N):
+    line = f.readline()
+    assert line, "connection closed after %d of %d replies" % (i, N)
+    r = json.loads(line)
+    assert r.get("id") == i and "return" in r, "reply %d: %r" % (i, r)
+print("    then all %d replies arrived in order" % N)
+EOF
+qmp export-del '{"id": "m"}' >/dev/null || die "export-del m failed"
 
 # quit: clean exit 0
 qmp quit >/dev/null || true

@@ -10,6 +10,14 @@
  * coroutine, so export-set-iothread and export-del may wait (AIO_WAIT_WHILE)
  * while the loop keeps serving everything else; a connection's own input
  * is not read while its command runs.
+ *
+ * Nothing here blocks the loop on a control client: replies go to a
+ * per-connection buffer that a write handler empties as the socket takes
+ * them.  While more than MON_OUTPUT_HIGH bytes of replies wait, that
+ * connection's commands wait too (its input is not read), so a client that
+ * does not read its replies costs at most its input buffer, that much
+ * output and one reply; a reply that would take the output past
+ * MON_MAX_OUTPUT drops the connection.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,13 +37,18 @@
 #include "daemon.h"
 
 #define MON_MAX_INPUT (1024 * 1024)
+#define MON_OUTPUT_HIGH (64 * 1024)
+#define MON_MAX_OUTPUT (8 * 1024 * 1024)
 
 typedef struct MonConn {
     int fd;
-    char *buf;
+    char *buf;                /* input not processed yet */
     size_t len;
+    char *out;                /* replies not sent yet: out[out_off, out_len) */
+    size_t out_off, out_len, out_size;
     bool busy;                /* a command of this connection is running */
-    bool dead;
+    bool closing;             /* read no more; close once the output is out */
+    bool dead;                /* close now */
     struct MonConn *next;
 } MonConn;
 
@@ -47,40 +60,84 @@ static struct {
 } mon = { .fd = -1 };
 
 static void conn_read(void *opaque);
+static void conn_write(void *opaque);
 
-static void conn_send(MonConn *c, json_t *obj)
+static size_t conn_pending(const MonConn *c)
 {
-    char *s = json_dumps(obj, JSON_COMPACT);
-    size_t len, off = 0;
+    return c->out_len - c->out_off;
+}
 
-    if (!s) {
-        return;
-    }
-    len = strlen(s);
-    s[len] = '\n';      /* json_dumps' NUL becomes the line's end */
-    len++;
-    /* Replies are small; a control client that does not read is dropped. */
-    while (off < len && !c->dead) {
-        ssize_t n = send(c->fd, s + off, len - off, MSG_NOSIGNAL);
+/* Watch for what the connection can take now. */
+static void conn_update_handler(MonConn *c)
+{
+    bool rd = !c->busy && !c->closing && !c->dead &&
+              conn_pending(c) < MON_OUTPUT_HIGH;
+    bool wr = !c->dead && conn_pending(c) > 0;
+
+    aio_set_fd_handler(qemu_get_aio_context(), c->fd,
+                       rd ? conn_read : NULL, wr ? conn_write : NULL,
+                       NULL, NULL, c);
+}
+
+/* Send what the socket takes without waiting. */
+static void conn_flush(MonConn *c)
+{
+    while (conn_pending(c) && !c->dead) {
+        ssize_t n = send(c->fd, c->out + c->out_off, conn_pending(c),
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
 
         if (n > 0) {
-            off += (size_t)n;
+            c->out_off += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && errno == EAGAIN) {
-            fd_set w;
-
-            FD_ZERO(&w);
-            FD_SET(c->fd, &w);
-            struct timeval tv = { .tv_sec = 5 };
-            if (select(c->fd + 1, NULL, &w, NULL, &tv) <= 0) {
-                c->dead = true;
-            }
+            break;
         } else {
             c->dead = true;
         }
     }
+    if (c->out_off == c->out_len) {
+        c->out_off = c->out_len = 0;
+    }
+}
+
+static void conn_send(MonConn *c, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    size_t len, pending = conn_pending(c);
+
+    if (!s || c->dead) {
+        free(s);
+        return;
+    }
+    len = strlen(s);
+    if (pending + len + 1 > MON_MAX_OUTPUT) {
+        c->dead = true;
+        free(s);
+        return;
+    }
+    if (c->out_off) {
+        memmove(c->out, c->out + c->out_off, pending);
+        c->out_off = 0;
+        c->out_len = pending;
+    }
+    if (c->out_len + len + 1 > c->out_size) {
+        size_t size = c->out_len + len + 1;
+        char *out = realloc(c->out, size);
+
+        if (!out) {
+            c->dead = true;
+            free(s);
+            return;
+        }
+        c->out = out;
+        c->out_size = size;
+    }
+    memcpy(c->out + c->out_len, s, len);
+    c->out[c->out_len + len] = '\n';
+    c->out_len += len + 1;
     free(s);
+    conn_flush(c);
 }
 
 static json_t *error_reply(const char *desc)
@@ -287,13 +344,31 @@ static void conn_free(MonConn *c)
                        NULL);
     close(c->fd);
     free(c->buf);
+    free(c->out);
     free(c);
 }
 
-/* Run every complete JSON value at the start of the buffer. */
+/* After a handler: free a connection that is done, else watch it. */
+static void conn_settle(MonConn *c)
+{
+    if (c->closing && !conn_pending(c)) {
+        c->dead = true;
+    }
+    if (c->dead && !c->busy) {
+        conn_free(c);
+        return;
+    }
+    conn_update_handler(c);
+}
+
+/*
+ * Run the complete JSON values at the start of the buffer, until replies
+ * back up.  The caller settles the connection afterwards.
+ */
 static void conn_process(MonConn *c)
 {
-    while (c->len && !c->dead) {
+    while (c->len && !c->dead && !c->closing &&
+           conn_pending(c) < MON_OUTPUT_HIGH) {
         json_error_t jerr;
         size_t skip = 0;
         json_t *req, *reply;
@@ -314,18 +389,19 @@ static void conn_process(MonConn *c)
             reply = error_reply(jerr.text);
             conn_send(c, reply);
             json_decref(reply);
-            c->dead = true; /* cannot find the next value reliably */
+            /* Cannot find the next value reliably: answer, then close. */
+            c->closing = true;
             return;
         }
         memmove(c->buf, c->buf + jerr.position, c->len - (size_t)jerr.position);
         c->len -= (size_t)jerr.position;
-        /* Our own input stays unread while the command polls the loop. */
+        /*
+         * Our own input stays unread while the command polls the loop;
+         * earlier replies still go out.
+         */
         c->busy = true;
-        aio_set_fd_handler(qemu_get_aio_context(), c->fd, NULL, NULL, NULL,
-                           NULL, NULL);
+        conn_update_handler(c);
         reply = handle(req);
-        aio_set_fd_handler(qemu_get_aio_context(), c->fd, conn_read, NULL,
-                           NULL, NULL, c);
         c->busy = false;
         conn_send(c, reply);
         json_decref(reply);
@@ -345,16 +421,27 @@ static void conn_read(void *opaque)
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
             return;
         }
-        if (n <= 0) {
+        if (n == 0) {
+            c->closing = true;  /* it may still read what we owe it */
+        } else if (n < 0) {
             c->dead = true;
         } else {
             c->len += (size_t)n;
             conn_process(c);
         }
     }
-    if (c->dead) {
-        conn_free(c);
+    conn_settle(c);
+}
+
+static void conn_write(void *opaque)
+{
+    MonConn *c = opaque;
+
+    conn_flush(c);
+    if (!c->busy) {
+        conn_process(c);    /* commands that waited for the replies to go */
     }
+    conn_settle(c);
 }
 
 static void mon_accept(void *opaque)
@@ -382,12 +469,7 @@ static void mon_accept(void *opaque)
                              AIOLOOP_NBD_VERSION, "capabilities");
         conn_send(c, greeting);
         json_decref(greeting);
-        if (c->dead) {
-            conn_free(c);
-            continue;
-        }
-        aio_set_fd_handler(qemu_get_aio_context(), fd, conn_read, NULL, NULL,
-                           NULL, c);
+        conn_settle(c);
     }
 }
 
@@ -441,6 +523,7 @@ void monitor_stop(void)
     for (MonConn *c = mon.conns, *next; c; c = next) {
         next = c->next;
         if (!c->busy) {
+            conn_flush(c);  /* the reply to quit, if the socket takes it */
             conn_free(c);
         }
     }
