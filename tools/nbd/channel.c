@@ -150,6 +150,21 @@ void chan_interrupt(NBDChannel *c)
     }
 }
 
+void chan_shutdown(NBDChannel *c)
+{
+    Coroutine *co = c->write_co;
+
+    shutdown(c->fd, SHUT_RDWR);
+    /*
+     * A full socket whose peer does not read may never report POLLOUT,
+     * even shut down: retry the send now, it fails at once.
+     */
+    if (co) {
+        c->write_co = NULL;
+        aio_co_schedule(c->ctx, co);
+    }
+}
+
 /* One recv() into @buf; 0 on data, -EAGAIN, -EPIPE, -errno. */
 static ssize_t chan_recv(NBDChannel *c, void *buf, size_t len)
 {

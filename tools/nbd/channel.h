@@ -72,6 +72,13 @@ int coroutine_fn chan_fill(NBDChannel *c);
  */
 void chan_interrupt(NBDChannel *c);
 
+/*
+ * Shut the socket down (both ways) and wake a writer waiting for room,
+ * which then fails with -EPIPE; a reader sees end of stream by itself.
+ * Runs in c->ctx's thread; the writer is scheduled, not entered.
+ */
+void chan_shutdown(NBDChannel *c);
+
 /* True if a reader is waiting for data with nothing buffered. */
 static inline bool chan_reader_idle(const NBDChannel *c)
 {

@@ -13,7 +13,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
-#include <sys/socket.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <stdlib.h>
@@ -123,11 +122,18 @@ static void export_quiesce_bh(void *opaque)
 }
 
 /*
- * In the export's context, once the drain has waited NBD_DRAIN_STALL_NS:
- * cut off the clients still in the middle of sending a request.  Nothing
- * of theirs was acknowledged (the request is not complete), and waiting
- * for a client that stopped sending would hold the drain (a move, a
- * delete, SIGTERM) forever.  Requests being served are not touched.
+ * In the export's context, once the drain has waited NBD_DRAIN_STALL_NS,
+ * and again every NBD_DRAIN_RECHECK_NS while it waits: cut off the clients
+ * that hold the drain (a move, a delete, SIGTERM) and would hold it
+ * forever if they never did anything again:
+ *  - a client in the middle of sending a request: nothing of it was
+ *    acknowledged (the request is not complete);
+ *  - a client with a reply waiting for room in its socket: it stopped
+ *    reading; the request was served, only its reply is lost (the spec
+ *    asks a server that shuts down to wait for in-flight requests to be
+ *    serviced, not for a client that does not take the replies).
+ * Requests still being served are not touched; if one's reply blocks
+ * later, the next round cuts it.
  */
 static void export_cut_stalled_bh(void *opaque)
 {
@@ -135,15 +141,20 @@ static void export_cut_stalled_bh(void *opaque)
 
     pthread_mutex_lock(&exp->lock);
     for (NBDClient *c = exp->clients; c; c = c->next) {
-        if (c->recv_running && !c->closing) {
+        bool mid_request = c->recv_running && !c->closing;
+        bool reply_stuck = c->chan.write_co != NULL;
+
+        if (mid_request || reply_stuck) {
             fprintf(stderr, "aioloop-nbd: export '%s': disconnecting a "
-                    "client stalled in the middle of a request\n", exp->id);
+                    "client %s\n", exp->id, mid_request ?
+                    "stalled in the middle of a request" :
+                    "that does not read its replies");
             c->closing = true;
-            shutdown(c->chan.fd, SHUT_RDWR);
+            chan_shutdown(&c->chan);
         }
     }
     pthread_mutex_unlock(&exp->lock);
-    __atomic_store_n(&exp->stall_cut_done, true, __ATOMIC_SEQ_CST);
+    __atomic_fetch_sub(&exp->stall_cuts, 1, __ATOMIC_SEQ_CST);
     aio_wait_kick();
 }
 
@@ -151,14 +162,15 @@ static void export_stall_timer(void *opaque)
 {
     NBDExport *exp = opaque;
 
+    __atomic_fetch_add(&exp->stall_cuts, 1, __ATOMIC_SEQ_CST);
     aio_bh_schedule_oneshot(exp->ctx, export_cut_stalled_bh, exp);
-    exp->stall_cut_pending = true;
+    timer_mod(exp->stall_timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
+              NBD_DRAIN_RECHECK_NS);
 }
 
 static void export_drain_begin(NBDExport *exp)
 {
     AioContext *ctx;
-    QEMUTimer *timer;
 
     pthread_mutex_lock(&exp->lock);
     __atomic_store_n(&exp->quiescing, true, __ATOMIC_SEQ_CST);
@@ -169,17 +181,17 @@ static void export_drain_begin(NBDExport *exp)
      * that come to a boundary after it see @quiescing themselves.
      */
     aio_wait_bh_oneshot(ctx, export_quiesce_bh, exp);
-    exp->stall_cut_pending = false;
-    exp->stall_cut_done = false;
-    timer = aio_timer_new(qemu_get_aio_context(), QEMU_CLOCK_REALTIME,
-                          SCALE_NS, export_stall_timer, exp);
-    timer_mod(timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
+    exp->stall_timer = aio_timer_new(qemu_get_aio_context(),
+                                     QEMU_CLOCK_REALTIME, SCALE_NS,
+                                     export_stall_timer, exp);
+    timer_mod(exp->stall_timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
               NBD_DRAIN_STALL_NS);
     AIO_WAIT_WHILE(NULL, __atomic_load_n(&exp->busy, __ATOMIC_SEQ_CST) > 0);
-    timer_free(timer);
+    timer_free(exp->stall_timer);
+    exp->stall_timer = NULL;
     /* A cut scheduled but not run yet must not run after we return. */
-    AIO_WAIT_WHILE(NULL, exp->stall_cut_pending &&
-                   !__atomic_load_n(&exp->stall_cut_done, __ATOMIC_SEQ_CST));
+    AIO_WAIT_WHILE(NULL,
+                   __atomic_load_n(&exp->stall_cuts, __ATOMIC_SEQ_CST) > 0);
 }
 
 static void export_drain_end(NBDExport *exp, IOThread *iothread,

@@ -34,10 +34,12 @@
 #define NBD_CLIENT_MAX_REQUESTS 64
 #define NBD_CLIENT_MAX_BYTES    (4u * 1024 * 1024)
 /*
- * A drain waits this long for clients in the middle of sending a request,
- * then disconnects them (export.c).
+ * A drain waits this long for clients in the middle of sending a request
+ * or not reading their replies, then disconnects them, and looks for more
+ * every NBD_DRAIN_RECHECK_NS while it still waits (export.c).
  */
 #define NBD_DRAIN_STALL_NS (5 * 1000000000LL)
+#define NBD_DRAIN_RECHECK_NS (1000000000LL)
 /* A client must finish the handshake within this time. */
 #define NBD_HANDSHAKE_TIMEOUT_NS (10 * 1000000000LL)
 
@@ -95,8 +97,8 @@ struct NBDExport {
     bool quiescing;
     bool deleting;
     bool moving;              /* a drained section is open (main thread) */
-    bool stall_cut_pending;   /* the drain scheduled the stalled-client cut */
-    bool stall_cut_done;      /* ... and it ran (atomic) */
+    QEMUTimer *stall_timer;   /* the drain's, in the main context */
+    unsigned stall_cuts;      /* stalled-client cuts scheduled, not run (atomic) */
 
     unsigned busy;            /* coroutines of attached clients (atomic) */
     unsigned in_flight;       /* requests being served (atomic) */
