@@ -1,8 +1,8 @@
 #!/bin/bash
 # The control socket: query-exports, query-iothreads, export-add (file and
-# errors), export-del safe (refused with a client) and hard (the client is
-# cut off), export-set-iothread errors, malformed lines, a client that does
-# not read its replies, quit (exit 0).
+# errors, an unaligned cache=none image), export-del safe (refused with a
+# client) and hard (the client is cut off), export-set-iothread errors,
+# malformed lines, a client that does not read its replies, quit (exit 0).
 #   monitor.sh [PATH-TO-aioloop-nbd]
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -52,6 +52,19 @@ expect_error export-set-iothread '{"id": "nosuch", "iothread": null}'
 expect_error export-set-iothread '{"id": "a", "iothread": "nosuch"}'
 expect_error export-del '{"id": "nosuch"}'
 expect_error no-such-command
+# cache=none (O_DIRECT, minimum block size 4096) on an image whose size is
+# not a multiple of 4096: refused, saying why (clients could not reach its
+# tail); an aligned one is accepted
+truncate -s $((1024 * 1024 + 1000)) "$WORK/odd.img"
+truncate -s $((1024 * 1024)) "$WORK/even.img"
+if qmp export-add "{\"id\": \"even\", \"file\": \"$WORK/even.img\", \"cache\": \"none\"}" >/dev/null 2>&1; then
+    qmp export-del '{"id": "even"}' >/dev/null || die "export-del even failed"
+    expect_error export-add "{\"id\": \"odd\", \"file\": \"$WORK/odd.img\", \"cache\": \"none\"}"
+    grep -q "multiple of 4096 bytes.* 1049576 bytes" "$WORK/qmp.out" ||
+        die "export-add of an unaligned O_DIRECT image: $(cat "$WORK/qmp.out")"
+else
+    log "no O_DIRECT in $WORK: unaligned cache=none not checked"
+fi
 [ "$(exports)" = '["a", "b"]' ] || die "a failed command changed the exports: $(exports)"
 
 # malformed lines: an error reply each, the connection keeps working

@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -213,8 +214,12 @@ static void export_drain_end(NBDExport *exp, IOThread *iothread,
     pthread_mutex_unlock(&exp->lock);
 }
 
+/*
+ * Open the image; *size is its size and *align the alignment its requests
+ * need (1 without O_DIRECT).
+ */
 static int open_image(const NBDExportConfig *cfg, uint64_t *size,
-                      Error **errp)
+                      uint32_t *align, Error **errp)
 {
     int flags = (cfg->writable ? O_RDWR : O_RDONLY) | O_CLOEXEC |
                 (cfg->direct ? O_DIRECT : 0);
@@ -229,10 +234,19 @@ static int open_image(const NBDExportConfig *cfg, uint64_t *size,
         error_setg_errno(errp, errno, "cannot stat '%s'", cfg->file);
         goto fail;
     }
+    /* O_DIRECT needs aligned requests: 4 KiB suits every file system. */
+    *align = cfg->direct ? 4096 : 1;
     if (S_ISBLK(st.st_mode)) {
+        int lbs;
+
         if (ioctl(fd, BLKGETSIZE64, size) < 0) {
             error_setg_errno(errp, errno, "cannot size '%s'", cfg->file);
             goto fail;
+        }
+        /* A disk says what it needs: its size is a multiple of it. */
+        if (cfg->direct && ioctl(fd, BLKSSZGET, &lbs) == 0 && lbs > 0 &&
+            !(lbs & (lbs - 1)) && lbs <= 4096) {
+            *align = (uint32_t)lbs;
         }
     } else if (S_ISREG(st.st_mode)) {
         *size = (uint64_t)st.st_size;
@@ -387,15 +401,26 @@ NBDExport *nbd_export_add(NBDServer *srv, const NBDExportConfig *cfg,
     if (lookup_iothread(cfg->iothread, &exp->iothread, &exp->ctx, errp) < 0) {
         goto fail;
     }
-    exp->fd = open_image(cfg, &exp->size, errp);
+    exp->fd = open_image(cfg, &exp->size, &exp->min_block, errp);
     if (exp->fd < 0) {
+        goto fail;
+    }
+    /*
+     * The minimum block size is the smallest addressable unit: clients
+     * (qemu, libnbd) refuse or fail on the unaligned tail of an export
+     * whose size is not a multiple of it, and only O_DIRECT has one above
+     * 1 here.  Refuse rather than serve an image whose end is unreachable.
+     */
+    if (exp->size % exp->min_block) {
+        error_setg(errp, "export '%s': with cache=none the image size must "
+                   "be a multiple of %" PRIu32 " bytes, and '%s' has %"
+                   PRIu64 " bytes (pad it, or use cache=writeback)",
+                   exp->id, exp->min_block, exp->file, exp->size);
         goto fail;
     }
     if (export_engine_check(exp, exp->ctx, errp) < 0) {
         goto fail;
     }
-    /* O_DIRECT needs aligned requests: 4 KiB suits every disk we meet. */
-    exp->min_block = exp->direct ? 4096 : 1;
     exp->tx_flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
                     NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_CACHE;
     if (exp->writable) {
