@@ -183,17 +183,31 @@ def case_unknown_option():
     session_works(c)
 
 
-def case_unknown_option_big():
-    """unknown option with a 100 KiB payload actually sent"""
+def _unknown_option_long(length):
     c = raw()
     c.start()
+    # the spec: an unknown option MUST get NBD_REP_ERR_UNSUP (its data is
+    # skipped by its length); --strict holds aioloop-nbd to it
+    want = (n.REP_ERR_UNSUP,) if STRICT else (n.REP_ERR_UNSUP, n.REP_ERR_TOO_BIG,
+                                              n.REP_ERR_INVALID)
     try:
-        c.send_option(0x4321, b"\xaa" * 100000)
-        expect_rep(c, 0x4321, (n.REP_ERR_UNSUP, n.REP_ERR_TOO_BIG, n.REP_ERR_INVALID),
-                   "unknown option of 100 KiB")
+        c.send_option(0x4321, b"\xaa" * length)
+        expect_rep(c, 0x4321, want, "unknown option of %d bytes" % length)
     except (n.Closed, ConnectionResetError, BrokenPipeError):
+        if STRICT:
+            raise Fail("unknown option of %d bytes: disconnected" % length)
         return                         # disconnecting is allowed
     session_works(c)
+
+
+def case_unknown_option_9000():
+    """unknown option with 9000 bytes of data: ERR_UNSUP, the session continues"""
+    _unknown_option_long(9000)
+
+
+def case_unknown_option_big():
+    """unknown option with a 100 KiB payload actually sent"""
+    _unknown_option_long(100000)
 
 
 def case_option_length_huge():
@@ -342,6 +356,22 @@ def case_abort():
     c.start()
     c.send_option(n.OPT_ABORT)
     expect_eof(c, "NBD_OPT_ABORT")
+
+
+def case_abort_with_data():
+    """NBD_OPT_ABORT with 9000 bytes of data: ACK (the data ignored), close"""
+    c = raw()
+    c.start()
+    c.send_option(n.OPT_ABORT, b"\0" * 9000)
+    try:
+        ropt, rtype, _ = c.read_option_reply()
+    except (n.Closed, ConnectionResetError):
+        check(not STRICT, "NBD_OPT_ABORT with data: closed without NBD_REP_ACK")
+        return
+    check(ropt == n.OPT_ABORT and rtype == n.REP_ACK,
+          "NBD_OPT_ABORT with data: got %s (the spec: MUST reply NBD_REP_ACK)"
+          % rep_name(rtype))
+    expect_eof(c, "NBD_OPT_ABORT with data")
 
 
 def case_list_with_payload():

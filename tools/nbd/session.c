@@ -25,8 +25,14 @@
 
 #include "nbd-internal.h"
 
-/* Largest payload of a handshake option we read whole. */
-#define NBD_MAX_OPTION_DISCARD (64 * 1024)
+/*
+ * Largest option payload we read and drop (the data of options that take
+ * none or that we do not know, and of options too long to take whole);
+ * beyond it the client is disconnected.  Dropping streams through the
+ * option buffer, so it costs no memory, and the handshake timeout bounds
+ * the time it can take.
+ */
+#define NBD_MAX_OPTION_DISCARD (16 * 1024 * 1024)
 /* Extents one BLOCK_STATUS reply describes at most. */
 #define NBD_MAX_EXTENTS 1024
 /* Extent length cap: a multiple of every block size, below 2^32. */
@@ -278,6 +284,21 @@ static int coroutine_fn opt_meta_context(NBDClient *client, uint32_t opt,
     return opt_reply(client, opt, NBD_REP_ACK, NULL, 0);
 }
 
+/* Options whose data we read and parse; the others' is dropped unread. */
+static bool option_uses_data(uint32_t opt)
+{
+    switch (opt) {
+    case NBD_OPT_EXPORT_NAME:
+    case NBD_OPT_INFO:
+    case NBD_OPT_GO:
+    case NBD_OPT_LIST_META_CONTEXT:
+    case NBD_OPT_SET_META_CONTEXT:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Read and drop @len bytes of an option we will not use. */
 static int coroutine_fn discard(NBDClient *client, uint32_t len,
                                 uint8_t *scratch, size_t size)
@@ -339,10 +360,18 @@ static int coroutine_fn negotiate(NBDClient *client, uint8_t *data,
         if (!fixed && opt != NBD_OPT_EXPORT_NAME) {
             return -EPROTO; /* old newstyle clients know no other option */
         }
-        if (len > NBD_MAX_OPTION_SIZE) {
-            if (opt == NBD_OPT_EXPORT_NAME || len > NBD_MAX_OPTION_DISCARD) {
-                return -EPROTO;
-            }
+        if (len > NBD_MAX_OPTION_DISCARD ||
+            (opt == NBD_OPT_EXPORT_NAME && len > NBD_MAX_OPTION_SIZE)) {
+            return -EPROTO;
+        }
+        if (!option_uses_data(opt)) {
+            /*
+             * The answer depends on @len alone: ABORT's data is ignored
+             * (as the spec asks), an unknown option is unsupported however
+             * long, LIST or STRUCTURED_REPLY with data is invalid.
+             */
+            ret = discard(client, len, data, NBD_MAX_OPTION_SIZE);
+        } else if (len > NBD_MAX_OPTION_SIZE) {
             ret = discard(client, len, data, NBD_MAX_OPTION_SIZE);
             if (ret == 0) {
                 ret = opt_error(client, opt, NBD_REP_ERR_TOO_BIG,
@@ -352,8 +381,9 @@ static int coroutine_fn negotiate(NBDClient *client, uint8_t *data,
                 return ret;
             }
             continue;
+        } else {
+            ret = chan_read(&client->chan, data, len);
         }
-        ret = chan_read(&client->chan, data, len);
         if (ret < 0) {
             return ret;
         }
