@@ -262,6 +262,27 @@ def case_info_unknown_export():
     session_works(c)
 
 
+def case_unknown_export_message():
+    """INFO for unknown names of 4096 bytes and of invalid UTF-8: ERR_UNKNOWN, a valid message"""
+    c = raw()
+    c.start()
+    for name in (b"x" * 4096, b"\xff\xfe\x00\x1b[2J"):
+        payload = struct.pack(">I", len(name)) + name + struct.pack(">H", 0)
+        c.send_option(n.OPT_INFO, payload)
+        ropt, rtype, msg = c.read_option_reply()
+        check(ropt == n.OPT_INFO and rtype & (1 << 31),
+              "INFO for an unknown name: got %s" % rep_name(rtype))
+        # the spec: strings (error messages included) MUST be no longer than
+        # 4096 bytes, and are UTF-8
+        check(len(msg) <= 4096, "error message of %d bytes" % len(msg))
+        try:
+            text = msg.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Fail("error message is not UTF-8: %r" % msg[:60])
+        check("\x00" not in text, "error message contains NUL")
+    session_works(c)
+
+
 def _name_too_long(opt):
     c = raw()
     c.start()

@@ -227,6 +227,72 @@ uint32_t nbd_errno_to_wire(int err)
     }
 }
 
+/*
+ * Length of the valid UTF-8 character at @p (@len bytes left), or 0 if it
+ * is invalid (overlong, a surrogate, above U+10FFFF, cut short) or a
+ * control character.
+ */
+static size_t utf8_char(const uint8_t *p, size_t len)
+{
+    uint8_t lo = 0x80, hi = 0xbf;
+    size_t n;
+
+    if (p[0] < 0x80) {
+        return p[0] < 0x20 || p[0] == 0x7f ? 0 : 1;
+    } else if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        n = 2;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        n = 3;
+        lo = p[0] == 0xe0 ? 0xa0 : 0x80;
+        hi = p[0] == 0xed ? 0x9f : 0xbf;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        n = 4;
+        lo = p[0] == 0xf0 ? 0x90 : 0x80;
+        hi = p[0] == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 0;
+    }
+    if (len < n || p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+    for (size_t i = 2; i < n; i++) {
+        if (p[i] < 0x80 || p[i] > 0xbf) {
+            return 0;
+        }
+    }
+    return n;
+}
+
+size_t nbd_sanitize_string(char *dst, size_t size, const uint8_t *src,
+                           size_t len)
+{
+    size_t limit = size - 1, i = 0, o = 0, cut = 0;
+
+    while (i < len) {
+        size_t n = utf8_char(src + i, len - i);
+        size_t w = n ? n : 1;
+
+        if (o + w > limit) {
+            /* @cut leaves room for the ellipsis. */
+            memcpy(dst + cut, "...", 3);
+            o = cut + 3;
+            break;
+        }
+        if (n) {
+            memcpy(dst + o, src + i, n);
+        } else {
+            dst[o] = '?';
+        }
+        o += w;
+        i += w;
+        if (o + 3 <= limit) {
+            cut = o;
+        }
+    }
+    dst[o] = '\0';
+    return o;
+}
+
 size_t nbd_encode_option_reply(uint8_t *buf, uint32_t option, uint32_t type,
                                uint32_t len)
 {

@@ -227,6 +227,16 @@ uint32_t nbd_check_request(const NBDRequest *req, const NBDExportLimits *lim);
 /* The NBD_E* value for a -errno from the block layer. */
 uint32_t nbd_errno_to_wire(int err);
 
+/*
+ * Client bytes @src (@len) as a NUL-terminated string in @dst (@size >= 4
+ * bytes) fit to quote in an error message, which must be UTF-8 of at most
+ * NBD_MAX_STRING bytes: invalid UTF-8 and control characters become '?',
+ * and a string too long is cut at a character boundary and ends in "...".
+ * Returns the length.
+ */
+size_t nbd_sanitize_string(char *dst, size_t size, const uint8_t *src,
+                           size_t len);
+
 /* Encoders: fill @buf, return the bytes written. */
 size_t nbd_encode_option_reply(uint8_t *buf, uint32_t option, uint32_t type,
                                uint32_t len);

@@ -199,9 +199,14 @@ static int coroutine_fn opt_info_go(NBDClient *client, uint32_t opt,
     }
     exp = nbd_export_find(client->srv, cstr(ir.name, name));
     if (!exp) {
-        char msg[NBD_MAX_STRING + 64];
+        /*
+         * The client's bytes, quoted: a message must be UTF-8 and should
+         * stay within 256 bytes, while a name may be any 4096 bytes.
+         */
+        char shown[200], msg[256];
 
-        snprintf(msg, sizeof(msg), "export '%s' not present", name);
+        nbd_sanitize_string(shown, sizeof(shown), ir.name.data, ir.name.len);
+        snprintf(msg, sizeof(msg), "export '%s' not present", shown);
         return opt_error(client, opt, NBD_REP_ERR_UNKNOWN, msg);
     }
     /* The writes may yield, and export-del run meanwhile. */

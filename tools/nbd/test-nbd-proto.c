@@ -215,12 +215,57 @@ static void test_errno_and_encoders(void)
     CHECK(!strcmp(nbd_cmd_name(99), "unknown command"));
 }
 
+/* nbd_sanitize_string() of the C string @in into @size bytes is @want. */
+static bool sanitized(const char *in, size_t size, const char *want)
+{
+    char out[64];
+    size_t n = nbd_sanitize_string(out, size, (const uint8_t *)in,
+                                   strlen(in));
+
+    if (n != strlen(want) || strcmp(out, want)) {
+        fprintf(stderr, "sanitized '%s' (%zu): '%s', expected '%s'\n", in,
+                size, out, want);
+        return false;
+    }
+    return true;
+}
+
+static void test_sanitize_string(void)
+{
+    char big[8192];
+    uint8_t name[4096];
+
+    CHECK(sanitized("disk0", 64, "disk0"));
+    CHECK(sanitized("", 64, ""));
+    /* Invalid UTF-8 and control characters become '?'. */
+    CHECK(sanitized("\xff\xfe", 64, "??"));
+    CHECK(sanitized("a\tb\x1b[0m\x7f", 64, "a?b?[0m?"));
+    CHECK(sanitized("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 64,
+                    "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+    CHECK(sanitized("\xc0\x80", 64, "??"));            /* overlong NUL */
+    CHECK(sanitized("\xe0\x80\xaf", 64, "???"));       /* overlong '/' */
+    CHECK(sanitized("\xed\xa0\x80", 64, "???"));       /* a surrogate */
+    CHECK(sanitized("\xf4\x90\x80\x80", 64, "????")); /* above U+10FFFF */
+    CHECK(sanitized("x\xe2\x82", 64, "x??"));          /* cut short */
+    /* Too long: cut at a character boundary, with "..." in the size. */
+    CHECK(sanitized("0123456789", 11, "0123456789"));
+    CHECK(sanitized("0123456789a", 11, "0123456..."));
+    CHECK(sanitized("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", 8,
+                    "\xc3\xa9\xc3\xa9..."));
+    CHECK(sanitized("\xff\xff\xff\xff\xff", 5, "?..."));
+    /* A name of NBD_MAX_STRING bytes (NULs included) fits a message. */
+    memset(name, 0, sizeof(name));
+    CHECK(nbd_sanitize_string(big, 201, name, sizeof(name)) == 200);
+    CHECK(strlen(big) == 200 && !strcmp(big + 197, "..."));
+}
+
 int main(void)
 {
     test_info_request();
     test_meta_request();
     test_check_request();
     test_errno_and_encoders();
+    test_sanitize_string();
     if (failures) {
         printf("not ok: %d check(s) failed\n", failures);
         return 1;
