@@ -2,7 +2,8 @@
 # The control socket: query-exports, query-iothreads, export-add (file and
 # errors, an unaligned cache=none image), export-del safe (refused with a
 # client) and hard (the client is cut off), export-set-iothread errors,
-# malformed lines, a client that does not read its replies, quit (exit 0).
+# unknown and mistyped arguments, malformed lines, a client that does not
+# read its replies, quit (exit 0).
 #   monitor.sh [PATH-TO-aioloop-nbd]
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -65,6 +66,35 @@ if qmp export-add "{\"id\": \"even\", \"file\": \"$WORK/even.img\", \"cache\": \
 else
     log "no O_DIRECT in $WORK: unaligned cache=none not checked"
 fi
+# arguments: unknown keys and wrong types are errors in every command, never
+# a default (a misspelt iothread moved the export to the main loop, a
+# non-string mode deleted in safe mode)
+"$PYTHON" - "$D_MON" <<'EOF' || die "commands with bad arguments"
+import os, sys
+sys.path.insert(0, os.environ["NBD_LIB_DIR"])
+from qmp import QMP
+q = QMP(sys.argv[1], timeout=10)
+for cmd, args in (
+        ("export-set-iothread", {"id": "a", "iothred": "io1"}),
+        ("export-set-iothread", {"id": "a"}),
+        ("export-set-iothread", {"id": "a", "iothread": 1}),
+        ("export-set-iothread", {"id": ["a"], "iothread": None}),
+        ("export-del", {"id": "b", "mode": 1}),
+        ("export-del", {"id": "b", "mode": True}),
+        ("export-del", {"id": "b", "mode": ["hard"]}),
+        ("export-del", {"id": "b", "mdoe": "hard"}),
+        ("export-del", {"id": "b", "mode": None}),
+        ("export-del", {"id": 7}),
+        ("query-exports", {"bogus": 1}),
+        ("query-iothreads", {"bogus": 1}),
+        ("qmp_capabilities", {"enable": ["oob"]})):
+    r = q.execute(cmd, args)
+    assert "error" in r, "%s %r answered %r" % (cmd, args, r)
+assert "return" in q.execute("qmp_capabilities", {"enable": []})
+a = [e for e in q.cmd("query-exports") if e["id"] == "a"][0]
+assert a["iothread"] == "io0", "a command with a bad argument moved a: %r" % a
+print("    13 commands with bad arguments: an error each")
+EOF
 [ "$(exports)" = '["a", "b"]' ] || die "a failed command changed the exports: $(exports)"
 
 # malformed lines: an error reply each, the connection keeps working

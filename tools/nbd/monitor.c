@@ -239,27 +239,134 @@ static json_t *query_iothreads(Daemon *d)
     return list;
 }
 
+/* The JSON types an argument may have. */
+enum {
+    ARG_STRING = 1,
+    ARG_NULL = 2,
+    ARG_ARRAY = 4,
+};
+
+typedef struct ArgSpec {
+    const char *name;
+    unsigned types;           /* ARG_* */
+    bool required;
+} ArgSpec;
+
+static const ArgSpec no_args[] = {
+    { NULL },
+};
+static const ArgSpec capabilities_args[] = {
+    { "enable", ARG_ARRAY, false },
+    { NULL },
+};
+static const ArgSpec export_del_args[] = {
+    { "id", ARG_STRING, true },
+    { "mode", ARG_STRING, false },
+    { NULL },
+};
+static const ArgSpec set_iothread_args[] = {
+    { "id", ARG_STRING, true },
+    { "iothread", ARG_STRING | ARG_NULL, true },   /* null: the main loop */
+    { NULL },
+};
+
+static const struct {
+    const char *name;
+    const ArgSpec *args;      /* NULL: export-add checks its own keys */
+} commands[] = {
+    { "qmp_capabilities", capabilities_args },
+    { "query-exports", no_args },
+    { "query-iothreads", no_args },
+    { "query-main-loop", no_args },
+    { "export-add", NULL },
+    { "export-del", export_del_args },
+    { "export-set-iothread", set_iothread_args },
+    { "quit", no_args },
+};
+
+static bool arg_type_ok(json_t *val, unsigned types)
+{
+    return ((types & ARG_STRING) && json_is_string(val)) ||
+           ((types & ARG_NULL) && json_is_null(val)) ||
+           ((types & ARG_ARRAY) && json_is_array(val));
+}
+
+/*
+ * A misspelt or mistyped argument must fail, not fall back to a default
+ * (an export moved to the main loop, a delete in safe mode): QMP's errors.
+ */
+static int check_args(json_t *args, const ArgSpec *spec, Error **errp)
+{
+    const char *key;
+    json_t *val;
+
+    json_object_foreach(args, key, val) {
+        const ArgSpec *a = spec;
+
+        while (a->name && strcmp(a->name, key)) {
+            a++;
+        }
+        if (!a->name) {
+            error_setg(errp, "Parameter '%s' is unexpected", key);
+            return -EINVAL;
+        }
+        if (!arg_type_ok(val, a->types)) {
+            error_setg(errp, "Invalid parameter type for '%s', expected: %s",
+                       key, a->types & ARG_NULL ? "string or null" :
+                       a->types & ARG_ARRAY ? "array" : "string");
+            return -EINVAL;
+        }
+    }
+    for (const ArgSpec *a = spec; a->name; a++) {
+        if (a->required && !json_object_get(args, a->name)) {
+            error_setg(errp, "Parameter '%s' is missing", a->name);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static json_t *error_from(Error *err)
+{
+    json_t *e = error_reply(error_get_pretty(err));
+
+    error_free(err);
+    return e;
+}
+
 static json_t *run_command(const char *cmd, json_t *args)
 {
     Daemon *d = mon.d;
     Error *err = NULL;
     json_t *ret = NULL;
+    size_t i;
 
-    if (!strcmp(cmd, "qmp_capabilities")) {
-        return json_object();
+    for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (!strcmp(cmd, commands[i].name)) {
+            break;
+        }
     }
-    if (!strcmp(cmd, "query-exports")) {
+    if (i == sizeof(commands) / sizeof(commands[0])) {
+        error_setg(&err, "unknown command '%s'", cmd);
+        return error_from(err);
+    }
+    if (commands[i].args && check_args(args, commands[i].args, &err) < 0) {
+        return error_from(err);
+    }
+    if (!strcmp(cmd, "qmp_capabilities")) {
+        /* We offer none, as the greeting says. */
+        if (json_array_size(json_object_get(args, "enable"))) {
+            error_setg(&err, "no capability is available");
+        }
+    } else if (!strcmp(cmd, "query-exports")) {
         ret = json_array();
         nbd_export_foreach(d->srv, export_to_json, ret);
         return ret;
-    }
-    if (!strcmp(cmd, "query-iothreads")) {
+    } else if (!strcmp(cmd, "query-iothreads")) {
         return query_iothreads(d);
-    }
-    if (!strcmp(cmd, "query-main-loop")) {
+    } else if (!strcmp(cmd, "query-main-loop")) {
         return context_stats(qemu_get_aio_context());
-    }
-    if (!strcmp(cmd, "export-add")) {
+    } else if (!strcmp(cmd, "export-add")) {
         KeyVal kv = { 0 };
 
         if (args_to_keyval(args, &kv, &err) == 0) {
@@ -270,9 +377,7 @@ static json_t *run_command(const char *cmd, json_t *args)
         const char *id = json_string_value(json_object_get(args, "id"));
         const char *mode = json_string_value(json_object_get(args, "mode"));
 
-        if (!id) {
-            error_setg(&err, "export-del: 'id' (string) is required");
-        } else if (mode && strcmp(mode, "safe") && strcmp(mode, "hard")) {
+        if (mode && strcmp(mode, "safe") && strcmp(mode, "hard")) {
             error_setg(&err, "export-del: mode must be 'safe' or 'hard'");
         } else {
             nbd_export_del(d->srv, id, mode && !strcmp(mode, "hard"), &err);
@@ -281,27 +386,11 @@ static json_t *run_command(const char *cmd, json_t *args)
         const char *id = json_string_value(json_object_get(args, "id"));
         json_t *t = json_object_get(args, "iothread");
 
-        if (!id) {
-            error_setg(&err, "export-set-iothread: 'id' (string) is "
-                       "required");
-        } else if (t && !json_is_string(t) && !json_is_null(t)) {
-            error_setg(&err, "export-set-iothread: 'iothread' must be a "
-                       "string or null (the main loop)");
-        } else {
-            nbd_export_set_iothread(d->srv, id, json_string_value(t), &err);
-        }
+        nbd_export_set_iothread(d->srv, id, json_string_value(t), &err);
     } else if (!strcmp(cmd, "quit")) {
         daemon_request_quit(d);
-    } else {
-        error_setg(&err, "unknown command '%s'", cmd);
     }
-    if (err) {
-        json_t *e = error_reply(error_get_pretty(err));
-
-        error_free(err);
-        return e;
-    }
-    return json_object();
+    return err ? error_from(err) : json_object();
 }
 
 /* Handle one parsed request; returns the reply. */
