@@ -302,6 +302,18 @@ def case_info_name_beyond_option():
     _name_too_long(n.OPT_INFO)
 
 
+def case_name_with_nul():
+    """INFO and GO for "rw\\0x": ERR_INVALID, not export rw"""
+    c = raw()
+    c.start()
+    name = b"rw\x00x"
+    for opt in (n.OPT_INFO, n.OPT_GO):
+        payload = struct.pack(">I", len(name)) + name + struct.pack(">H", 0)
+        c.send_option(opt, payload)
+        expect_rep(c, opt, (n.REP_ERR_INVALID,), "a name with a NUL")
+    session_works(c)
+
+
 def case_go_info_count_beyond_option():
     """NBD_OPT_GO with 5 info requests announced, 1 sent: ERR_INVALID"""
     c = raw()

@@ -197,6 +197,11 @@ static int coroutine_fn opt_info_go(NBDClient *client, uint32_t opt,
     if (err) {
         return opt_error(client, opt, err, "malformed INFO/GO request");
     }
+    /* Strings MUST NOT contain NUL; "a\0b" would find export "a". */
+    if (memchr(ir.name.data, '\0', ir.name.len)) {
+        return opt_error(client, opt, NBD_REP_ERR_INVALID,
+                         "export name contains NUL");
+    }
     exp = nbd_export_find(client->srv, cstr(ir.name, name));
     if (!exp) {
         /*
@@ -257,6 +262,10 @@ static int coroutine_fn opt_meta_context(NBDClient *client, uint32_t opt,
     err = nbd_parse_meta_request(data, len, &mr);
     if (err) {
         return opt_error(client, opt, err, "malformed meta context request");
+    }
+    if (memchr(mr.name.data, '\0', mr.name.len)) {
+        return opt_error(client, opt, NBD_REP_ERR_INVALID,
+                         "export name contains NUL");
     }
     exp = nbd_export_find(client->srv, cstr(mr.name, name));
     if (!exp) {
@@ -410,7 +419,8 @@ static int coroutine_fn negotiate(NBDClient *client, uint8_t *data,
             NBDExport *exp;
             uint8_t *p = buf;
 
-            if (len > NBD_MAX_STRING) {
+            /* No error reply exists for EXPORT_NAME: hang up. */
+            if (len > NBD_MAX_STRING || memchr(data, '\0', len)) {
                 return -EPROTO;
             }
             memcpy(name, data, len);
