@@ -749,15 +749,14 @@ static bool aio_dispatch_ready_handlers(AioContext *ctx,
     return progress;
 }
 
-/* Move what aio_prepare() found onto @ready_list, to be dispatched. */
-static void aio_take_prepared_ready(AioContext *ctx,
-                                    AioHandlerList *ready_list)
+/* Move every node of ready list @from onto @to. */
+static void ready_list_splice(AioHandlerList *to, AioHandlerList *from)
 {
     AioHandler *node;
 
-    while ((node = QLIST_FIRST(&ctx->prepared_ready))) {
+    while ((node = QLIST_FIRST(from))) {
         QLIST_REMOVE(node, node_ready);
-        QLIST_INSERT_HEAD(ready_list, node, node_ready);
+        QLIST_INSERT_HEAD(to, node, node_ready);
     }
 }
 
@@ -783,7 +782,7 @@ static void aio_dispatch_pass(AioContext *ctx, const char *caller,
         ctx->fdmon_ops->dispatch(ctx);
     }
     aio_bh_poll(ctx);
-    aio_take_prepared_ready(ctx, &ready_list);
+    ready_list_splice(&ready_list, &ctx->prepared_ready);
     if (ask_fdmon) {
         ctx->fdmon_ops->wait(ctx, &ready_list, 0);
     }
@@ -808,7 +807,6 @@ void aio_dispatch(AioContext *ctx)
 bool aio_prepare(AioContext *ctx)
 {
     AioHandlerList ready_list = { NULL };
-    AioHandler *node;
     bool progress = false;
 
     aio_context_bind_home(ctx, "aio_prepare");
@@ -821,10 +819,7 @@ bool aio_prepare(AioContext *ctx)
      */
     poll_set_started(ctx, &ready_list, false, &progress);
     run_poll_handlers_once(ctx, &ready_list, aio_clock_ns(), &progress);
-    while ((node = QLIST_FIRST(&ready_list))) {
-        QLIST_REMOVE(node, node_ready);
-        QLIST_INSERT_HEAD(&ctx->prepared_ready, node, node_ready);
-    }
+    ready_list_splice(&ctx->prepared_ready, &ready_list);
     aio_walk_end(ctx);
     return !QLIST_EMPTY(&ctx->prepared_ready);
 }
@@ -996,7 +991,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     progress |= aio_bh_poll(ctx);
     if (unlikely(!QLIST_EMPTY(&ctx->prepared_ready))) {
         /* aio_prepare() was called since the last dispatch. */
-        aio_take_prepared_ready(ctx, &ready_list);
+        ready_list_splice(&ready_list, &ctx->prepared_ready);
     }
     if (!QLIST_EMPTY(&ready_list)) {
         progress |= aio_dispatch_ready_handlers(ctx, &ready_list, block_ns,
