@@ -192,6 +192,20 @@ static struct io_uring_sqe *private_get_sqe(LuringState *s)
 
 static void luring_cqe_cb(CqeHandler *handler);
 
+/*
+ * The most one read or write moves (Linux's MAX_RW_COUNT with 4 KiB pages).
+ * A single-buffer READ/WRITE takes a 32-bit length: a longer buffer would
+ * wrap (4 GiB + n became n, and the continuation then zero-filled file
+ * data or reported -ENOSPC).  Capped, it is a short transfer like the
+ * kernel makes of a longer readv, and block_rw_step() goes on from there.
+ */
+#define LURING_MAX_RW 0x7ffff000u
+
+static unsigned luring_rw_len(const QEMUIOVector *qiov)
+{
+    return (unsigned)MIN(qiov->iov[0].iov_len, (size_t)LURING_MAX_RW);
+}
+
 static void prep_sqe(LuringCB *cb, struct io_uring_sqe *sqe)
 {
     QEMUIOVector *qiov = cb->done ? &cb->rest : cb->qiov;
@@ -201,7 +215,7 @@ static void prep_sqe(LuringCB *cb, struct io_uring_sqe *sqe)
     case QEMU_AIO_READ:
         if (qiov->niov == 1) {
             io_uring_prep_read(sqe, cb->fd, qiov->iov[0].iov_base,
-                               (unsigned)qiov->iov[0].iov_len, offset);
+                               luring_rw_len(qiov), offset);
         } else {
             io_uring_prep_readv(sqe, cb->fd, qiov->iov, (unsigned)qiov->niov,
                                 offset);
@@ -210,7 +224,7 @@ static void prep_sqe(LuringCB *cb, struct io_uring_sqe *sqe)
     case QEMU_AIO_WRITE:
         if (qiov->niov == 1) {
             io_uring_prep_write(sqe, cb->fd, qiov->iov[0].iov_base,
-                                (unsigned)qiov->iov[0].iov_len, offset);
+                                luring_rw_len(qiov), offset);
         } else {
             io_uring_prep_writev(sqe, cb->fd, qiov->iov, (unsigned)qiov->niov,
                                  offset);

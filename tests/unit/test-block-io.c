@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -523,6 +524,41 @@ TEST(write_past_rlimit_fsize_is_efbig)
     ASSERT_MEM_EQ(back, buf, 16 * KiB);
     free(buf);
     free(back);
+    close(fd);
+    block_ctx_free(ctx);
+}
+
+/*
+ * One buffer over 4 GiB: io_uring's single-buffer READ/WRITE takes a 32-bit
+ * length, which wrapped (4 GiB + 4 KiB became 4 KiB: the write stopped
+ * there with -ENOSPC).  It must go on as a readv would, to the real
+ * reason it stops.  The buffer is a reserved-nothing zero mapping.
+ */
+TEST(write_of_one_huge_buffer_goes_on)
+{
+    AioContext *ctx = block_ctx_new();
+    int fd = test_file(false);
+    uint64_t limit = 1 * MiB;
+    size_t len = (size_t)4 * 1024 * MiB + 4 * KiB;
+    struct rlimit old, lim;
+    struct stat st;
+    void (*old_handler)(int);
+    void *buf;
+
+    buf = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS |
+               MAP_NORESERVE, -1, 0);
+    ASSERT_TRUE(buf != MAP_FAILED);
+    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = limit;
+    old_handler = signal(SIGXFSZ, SIG_IGN);
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    ASSERT_EQ(do_rw(ctx, fd, QEMU_AIO_WRITE, 0, buf, len, 0), -EFBIG);
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, old_handler);
+    ASSERT_EQ(fstat(fd, &st), 0);
+    ASSERT_EQ(st.st_size, (off_t)limit);
+    munmap(buf, len);
     close(fd);
     block_ctx_free(ctx);
 }
@@ -1361,6 +1397,7 @@ int main(int argc, char **argv)
         T(bad_fd_is_ebadf),
         T(read_at_and_past_eof_zero_fills),
         T(write_past_rlimit_fsize_is_efbig),
+        T(write_of_one_huge_buffer_goes_on),
         T(flush_fsync_and_fua_write),
         T(qemu_entry_points),
         T(submit_with_another_engine),
