@@ -606,6 +606,21 @@ static void heap_resize(QEMUTimerList *tl, size_t ncap)
     tl->cap = (uint32_t)ncap;
 }
 
+/*
+ * Give memory back after mass deletion, with hysteresis so that
+ * alternating arm/delete at a boundary does not thrash.  Not while a pass
+ * runs: popping is a burst of deletions that the timers re-armed by the
+ * callbacks usually refill; the pass calls this when it ends, or a list
+ * whose timers only ever fire would keep its peak size for good.
+ */
+static void heap_maybe_shrink(QEMUTimerList *tl)
+{
+    while (unlikely(tl->n < tl->cap / 4 && tl->cap > HEAP_MIN_CAP &&
+                    !tl->passes)) {
+        heap_resize(tl, tl->cap / 2);
+    }
+}
+
 static inline void heap_reserve(QEMUTimerList *tl)
 {
     if (likely(tl->n < tl->cap)) {
@@ -641,16 +656,7 @@ static void heap_remove_at(QEMUTimerList *tl, size_t i)
             sift_down(tl, i, last);
         }
     }
-    /*
-     * Give memory back after mass deletion, with hysteresis so that
-     * alternating arm/delete at a boundary does not thrash.  Not while a
-     * pass runs: popping is a burst of deletions that the timers re-armed
-     * by the callbacks usually refill.
-     */
-    if (unlikely(tl->n < tl->cap / 4 && tl->cap > HEAP_MIN_CAP &&
-                 !tl->passes)) {
-        heap_resize(tl, tl->cap / 2);
-    }
+    heap_maybe_shrink(tl);
 }
 
 static inline void head_update(QEMUTimerList *tl)
@@ -944,6 +950,7 @@ bool timerlist_run_timers(QEMUTimerList *tl)
         deferred_flush(tl);
     }
     tl->passes--;
+    heap_maybe_shrink(tl);
     head_update(tl);
     pthread_mutex_unlock(&tl->lock);
 
@@ -1210,6 +1217,16 @@ int qemu_timeout_ns_to_ms(int64_t ns)
 /*
  * Debugging
  */
+
+size_t timerlist_heap_capacity(QEMUTimerList *tl)
+{
+    size_t cap;
+
+    pthread_mutex_lock(&tl->lock);
+    cap = tl->cap;
+    pthread_mutex_unlock(&tl->lock);
+    return cap;
+}
 
 bool timerlist_check_invariants(QEMUTimerList *tl)
 {

@@ -59,4 +59,7 @@ static inline bool timerlistgroup_any_pending(QEMUTimerListGroup *tlg)
  */
 bool timerlist_check_invariants(QEMUTimerList *tl);
 
+/* Slots allocated in @tl's heap (tests: the array shrinks again). */
+size_t timerlist_heap_capacity(QEMUTimerList *tl);
+
 #endif

@@ -337,6 +337,12 @@ TEST(mass_arm_delete_resizes)
         ASSERT_TRUE(timerlistgroup_run_timers(&f.tlg));
         ASSERT_EQ(mass_runs, keep);
         ASSERT_FALSE(timerlist_has_timers(tl));
+        /*
+         * Empty again, whether the timers were deleted or fired (round 2:
+         * all of them fire, and the end of the pass gives the memory back).
+         */
+        ASSERT_UINT(timerlist_heap_capacity(tl), <, N_MASS / 64);
+        ASSERT_TRUE(timerlist_check_invariants(tl));
         fake_set(&fake_host, 0);
     }
     fixture_fini(&f);
