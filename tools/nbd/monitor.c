@@ -122,8 +122,18 @@ static void conn_send(MonConn *c, json_t *obj)
         c->out_len = pending;
     }
     if (c->out_len + len + 1 > c->out_size) {
-        size_t size = c->out_len + len + 1;
-        char *out = realloc(c->out, size);
+        /*
+         * Doubling, so replies queued behind a slow reader do not cost a
+         * realloc each; @need is within MON_MAX_OUTPUT (checked above).
+         */
+        size_t need = c->out_len + len + 1;
+        size_t size = c->out_size * 2 > need ? c->out_size * 2 : need;
+        char *out;
+
+        if (size > MON_MAX_OUTPUT) {
+            size = MON_MAX_OUTPUT;
+        }
+        out = realloc(c->out, size);
 
         if (!out) {
             c->dead = true;
