@@ -402,6 +402,23 @@ static inline void aio_walk_end(AioContext *ctx)
 {
     ctx->walking--;
 }
+
+/* aio_notify_accept(), for aio_poll() without a call. */
+static inline void aio_notify_accept_inline(AioContext *ctx)
+{
+    /*
+     * Clear "notified" before looking at BHs, fds and timers.  Skipping the
+     * store and barrier when it is already clear is safe: a concurrent
+     * aio_notify() then leaves it set, and the next aio_poll() will not
+     * block (a false positive, which the protocol allows).
+     */
+    if (qatomic_read(&ctx->notified)) {
+        qatomic_set(&ctx->notified, false);
+        /* Pairs with smp_wmb() in aio_notify(). */
+        smp_mb();
+    }
+}
+
 /* async-co.c: the BH that enters scheduled_coroutines in FIFO order. */
 void co_schedule_bh_cb(void *opaque);
 /*

@@ -959,7 +959,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
         qatomic_store_release(&ctx->notify_me,
                               qatomic_read(&ctx->notify_me) - 2);
     }
-    aio_notify_accept(ctx);
+    aio_notify_accept_inline(ctx);
     if (polling) {
         /*
          * After a wait, when it ended; after a poll hit, the last reading

@@ -135,17 +135,7 @@ void aio_notify(AioContext *ctx)
 
 void aio_notify_accept(AioContext *ctx)
 {
-    /*
-     * Clear "notified" before looking at BHs, fds and timers.  Skipping the
-     * store and barrier when it is already clear is safe: a concurrent
-     * aio_notify() then leaves it set, and the next aio_poll() will not
-     * block (a false positive, which the protocol allows).
-     */
-    if (qatomic_read(&ctx->notified)) {
-        qatomic_set(&ctx->notified, false);
-        /* Pairs with smp_wmb() in aio_notify(). */
-        smp_mb();
-    }
+    aio_notify_accept_inline(ctx);
 }
 
 static void aio_timerlist_notify(void *opaque, QEMUClockType type)
@@ -470,28 +460,58 @@ void aio_bh_call(QEMUBH *bh)
     }
 }
 
-int aio_bh_poll(AioContext *ctx)
+/*
+ * What to do with @bh, taken off a home-thread list with @local its local
+ * state: run it (once, for its local and any remote request), as idle, and
+ * free it afterwards?
+ */
+static inline void bh_local_verdict(QEMUBH *bh, unsigned local, bool *run,
+                                    bool *idle, bool *free_it)
+{
+    unsigned flags = qatomic_read(&bh->flags);
+
+    *run = (local & BH_LOCAL_SCHEDULED) && !(flags & BH_DELETED);
+    *idle = local & BH_LOCAL_IDLE;
+    if (*run && (flags & BH_SCHEDULED)) {
+        /* Also scheduled from elsewhere: both ask for one run. */
+        qatomic_fetch_and(&bh->flags, ~(BH_SCHEDULED | BH_IDLE));
+        *idle = *idle && (flags & BH_IDLE);
+    }
+    /* A remote list still holding it frees it (PENDING). */
+    *free_it = (flags & (BH_DELETED | BH_ONESHOT)) && !(flags & BH_PENDING);
+}
+
+/* Returns 1 for progress: a run, idle BHs not counted. */
+static inline int bh_run(QEMUBH *bh, bool run, bool idle, bool free_it,
+                         uint64_t *runs)
+{
+    int ret = 0;
+
+    if (run) {
+        ret = !idle;
+        (*runs)++;
+        aio_bh_call(bh);
+    }
+    if (free_it) {
+        aio_bh_free(bh);
+    }
+    return ret;
+}
+
+/*
+ * The general case: take everything scheduled into a slice on
+ * ctx->bh_slice_list and run it, outer calls' slices first.  @saved is
+ * what local_state_begin() returned; the window is still open.
+ */
+static __attribute__((noinline)) int aio_bh_poll_slices(AioContext *ctx,
+                                                        QEMUBH *remote,
+                                                        AioContext *saved)
 {
     BHListSlice slice;
     BHListSlice *s;
-    AioContext *saved;
-    QEMUBH *remote;
     int ret = 0;
     uint64_t runs = 0;
 
-    /*
-     * Nothing new and no outer slice left unfinished: skip the exchange.
-     * A BH enqueued right after this load has set "notified" (or is our
-     * own, from this thread's dispatch), so the next aio_poll() won't block.
-     */
-    remote = __atomic_load_n(&ctx->bh_list.slh_first, __ATOMIC_ACQUIRE);
-    if (!remote && QSLIST_EMPTY(&ctx->bh_local) &&
-        QSIMPLEQ_EMPTY(&ctx->bh_slice_list)) {
-        return 0;
-    }
-
-    /* A BH that a signal handler pushed in between would be lost. */
-    saved = local_state_begin();
     slice.bh_list = ctx->bh_local;
     QSLIST_INIT(&ctx->bh_local);
     local_state_end(saved);
@@ -513,17 +533,7 @@ int aio_bh_poll(AioContext *ctx)
 
         bh = aio_bh_dequeue_local(&s->bh_list, &local);
         if (bh) {
-            flags = qatomic_read(&bh->flags);
-            run = (local & BH_LOCAL_SCHEDULED) && !(flags & BH_DELETED);
-            idle = local & BH_LOCAL_IDLE;
-            if (run && (flags & BH_SCHEDULED)) {
-                /* Also scheduled from elsewhere: both ask for one run. */
-                qatomic_fetch_and(&bh->flags, ~(BH_SCHEDULED | BH_IDLE));
-                idle = idle && (flags & BH_IDLE);
-            }
-            /* A remote list still holding it frees it (PENDING). */
-            free_it = (flags & (BH_DELETED | BH_ONESHOT)) &&
-                      !(flags & BH_PENDING);
+            bh_local_verdict(bh, local, &run, &idle, &free_it);
         } else if ((bh = aio_bh_dequeue(&s->bh_list_remote, &flags))) {
             local = __atomic_load_n(&bh->local, __ATOMIC_RELAXED);
             run = ((flags & BH_SCHEDULED) || (local & BH_LOCAL_SCHEDULED)) &&
@@ -545,22 +555,61 @@ int aio_bh_poll(AioContext *ctx)
             QSIMPLEQ_REMOVE_HEAD(&ctx->bh_slice_list, next);
             continue;
         }
-        if (run) {
-            /* Idle BHs don't count as progress. */
-            if (!idle) {
-                ret = 1;
-            }
-            runs++;
-            aio_bh_call(bh);
-        }
-        if (free_it) {
-            aio_bh_free(bh);
-        }
+        ret |= bh_run(bh, run, idle, free_it, &runs);
     }
     if (runs) {
         qatomic_set(&ctx->stats.bh_runs, ctx->stats.bh_runs + runs);
     }
     return ret;
+}
+
+int aio_bh_poll(AioContext *ctx)
+{
+    QEMUBH *remote;
+    QEMUBH *only;
+    AioContext *saved;
+
+    /*
+     * Nothing new and no outer slice left unfinished: skip the exchange.
+     * A BH enqueued right after this load has set "notified" (or is our
+     * own, from this thread's dispatch), so the next aio_poll() won't block.
+     */
+    remote = __atomic_load_n(&ctx->bh_list.slh_first, __ATOMIC_ACQUIRE);
+    if (!remote && QSLIST_EMPTY(&ctx->bh_local) &&
+        QSIMPLEQ_EMPTY(&ctx->bh_slice_list)) {
+        return 0;
+    }
+
+    /* A BH that a signal handler pushed in between would be lost. */
+    saved = local_state_begin();
+    only = QSLIST_FIRST(&ctx->bh_local);
+    if (!remote && only && !QSLIST_NEXT(only, local_next) &&
+        QSIMPLEQ_EMPTY(&ctx->bh_slice_list)) {
+        BHList one = { only };
+        unsigned local;
+        bool run, idle, free_it;
+
+        /*
+         * One BH scheduled from the last dispatch, nothing else (a BH
+         * rescheduling itself, a handler kicking one): once it is taken,
+         * no slice would hold anything for a nested aio_bh_poll() to
+         * finish, so skip the slice.
+         */
+        QSLIST_INIT(&ctx->bh_local);
+        local_state_end(saved);
+        aio_bh_dequeue_local(&one, &local);
+        bh_local_verdict(only, local, &run, &idle, &free_it);
+        if (run) {
+            /* Counted first: less to keep across the call. */
+            qatomic_set(&ctx->stats.bh_runs, ctx->stats.bh_runs + 1);
+            aio_bh_call(only);
+        }
+        if (free_it) {
+            aio_bh_free(only);
+        }
+        return run && !idle;
+    }
+    return aio_bh_poll_slices(ctx, remote, saved);
 }
 
 void qemu_bh_schedule_idle(QEMUBH *bh)
@@ -667,12 +716,16 @@ int64_t aio_compute_timeout(AioContext *ctx)
     int64_t timeout;
     int64_t deadline;
 
-    timeout = bh_list_timeout(&ctx->bh_list);
+    /*
+     * Home thread only: bh_local and the slices are its own.  bh_local
+     * first: it is where a BH rescheduling itself, or kicked by a handler,
+     * waits.
+     */
+    timeout = bh_local_timeout(&ctx->bh_local);
     if (timeout == 0) {
         return 0;
     }
-    /* Home thread only: bh_local and the slices are its own. */
-    timeout = qemu_soonest_timeout(timeout, bh_local_timeout(&ctx->bh_local));
+    timeout = qemu_soonest_timeout(timeout, bh_list_timeout(&ctx->bh_list));
     if (timeout == 0) {
         return 0;
     }

@@ -103,6 +103,12 @@ typedef struct FDMonIoUring {
     bool cqe_skip; /* IORING_FEAT_CQE_SKIP */
     bool coop_taskrun; /* IORING_SETUP_COOP_TASKRUN | TASKRUN_FLAG */
     /*
+     * The kernel's SQ flags that mean "enter the kernel before blocking is
+     * decided": a CQ overflow, and pending task work with coop_taskrun.
+     * One load answers both on the hot path.
+     */
+    unsigned kflags_wait;
+    /*
      * Block requests (CqeHandlers): queued in the SQ since the last
      * submit, and submitted but not completed.  Home thread.
      */
@@ -522,11 +528,13 @@ static void fill_sq_ring(AioContext *ctx, AioHandlerList *ready_list,
  */
 static bool ready_without_waiting(AioContext *ctx)
 {
-    struct io_uring *ring = &state(ctx)->ring;
+    FDMonIoUring *s = state(ctx);
+    struct io_uring *ring = &s->ring;
 
-    return io_uring_cq_ready(ring) || io_uring_cq_has_overflow(ring) ||
-           taskrun_pending(state(ctx)) || !submit_list_empty(ctx) ||
-           !QSIMPLEQ_EMPTY(&ctx->cqe_ready);
+    /* io_uring_cq_has_overflow() || taskrun_pending(), in one load. */
+    return io_uring_cq_ready(ring) ||
+           (IO_URING_READ_ONCE(*ring->sq.kflags) & s->kflags_wait) ||
+           !submit_list_empty(ctx) || !QSIMPLEQ_EMPTY(&ctx->cqe_ready);
 }
 
 /*
@@ -900,6 +908,8 @@ int fdmon_io_uring_setup(AioContext *ctx)
     }
     s->cqe_skip = features & IORING_FEAT_CQE_SKIP;
     s->coop_taskrun = flags & IORING_SETUP_TASKRUN_FLAG;
+    s->kflags_wait = IORING_SQ_CQ_OVERFLOW |
+                     (s->coop_taskrun ? IORING_SQ_TASKRUN : 0);
     QLIST_INIT(&s->zombies);
 
     pthread_mutex_lock(&ctx->list_mutex);

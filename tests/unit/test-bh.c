@@ -616,6 +616,94 @@ TEST(bh_nested_aio_poll_finishes_parent_slice)
     aio_context_unref(ctx);
 }
 
+/*
+ * The same with the BHs scheduled from a callback (the home thread's local
+ * list), and the first one to run scheduling one more, alone, before its
+ * nested aio_poll(): that call must still finish the parent's slice before
+ * it runs the new BH, although the new one is all its own list holds.
+ */
+typedef struct NestLocal {
+    AioContext *ctx;
+    QEMUBH *bh[3]; /* two scheduled by kick, the third by the first to run */
+    QEMUBH *kick;
+    int order[8];
+    int depth_at_run[8];
+    int n;
+    int depth;
+} NestLocal;
+
+static void nest_local_cb(NestLocal *s, int id)
+{
+    if (s->n < 8) {
+        s->order[s->n] = id;
+        s->depth_at_run[s->n] = s->depth;
+    }
+    if (s->n++ == 0) {
+        qemu_bh_schedule(s->bh[2]);
+        s->depth++;
+        aio_poll(s->ctx, false);
+        s->depth--;
+    }
+}
+
+static void nest_local_cb0(void *opaque)
+{
+    nest_local_cb(opaque, 0);
+}
+
+static void nest_local_cb1(void *opaque)
+{
+    nest_local_cb(opaque, 1);
+}
+
+static void nest_local_cb2(void *opaque)
+{
+    nest_local_cb(opaque, 2);
+}
+
+static void nest_local_kick(void *opaque)
+{
+    NestLocal *s = opaque;
+
+    qemu_bh_schedule(s->bh[0]);
+    qemu_bh_schedule(s->bh[1]);
+}
+
+TEST(bh_nested_aio_poll_finishes_parent_slice_before_own_bh)
+{
+    AioContext *ctx = test_aio_context_new();
+    NestLocal s = { .ctx = ctx };
+    QEMUBHFunc *cbs[3] = { nest_local_cb0, nest_local_cb1, nest_local_cb2 };
+
+    for (int i = 0; i < 3; i++) {
+        s.bh[i] = aio_bh_new_full(ctx, cbs[i], &s, "nest-local", NULL);
+    }
+    s.kick = aio_bh_new_full(ctx, nest_local_kick, &s, "kick", NULL);
+    test_aio_drain(ctx);
+    qemu_bh_schedule(s.kick);
+    ASSERT_TRUE(aio_poll(ctx, false)); /* kick: schedules bh[0], bh[1] */
+    ASSERT_INT(s.n, ==, 0);
+    ASSERT_TRUE(aio_poll(ctx, false));
+    printf("# run order: %d (depth %d), %d (depth %d), %d (depth %d)\n",
+           s.order[0], s.depth_at_run[0], s.order[1], s.depth_at_run[1],
+           s.order[2], s.depth_at_run[2]);
+    ASSERT_INT(s.n, ==, 3);
+    ASSERT_INT(s.depth_at_run[0], ==, 0);
+    /* The parent's other BH first, then the one scheduled in between. */
+    ASSERT_INT(s.order[0] + s.order[1], ==, 0 + 1);
+    ASSERT_INT(s.depth_at_run[1], ==, 1);
+    ASSERT_INT(s.order[2], ==, 2);
+    ASSERT_INT(s.depth_at_run[2], ==, 1);
+    ASSERT_FALSE(aio_poll(ctx, false));
+    ASSERT_INT(s.n, ==, 3);
+    for (int i = 0; i < 3; i++) {
+        qemu_bh_delete(s.bh[i]);
+    }
+    qemu_bh_delete(s.kick);
+    aio_poll(ctx, false);
+    aio_context_unref(ctx);
+}
+
 /* A BH scheduled by another BH during aio_bh_poll() waits for the next one. */
 typedef struct Chain {
     QEMUBH *first, *second;
@@ -1248,6 +1336,7 @@ RUN_TESTS(T(bh_runs_once_however_often_scheduled),
           T(bh_idle),
           T(bh_poll_return_value),
           T(bh_nested_aio_poll_finishes_parent_slice),
+          T(bh_nested_aio_poll_finishes_parent_slice_before_own_bh),
           T(bh_scheduled_inside_bh_waits_for_next_poll),
           T(bh_guarded),
           T(bh_leaked_at_unref_aborts),
