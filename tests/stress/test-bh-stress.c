@@ -180,10 +180,14 @@ static void *reuse_producer(void *opaque)
         }
         /*
          * Runs since the previous handshake: at most one per schedule of
-         * this batch plus one left pending by the previous batch (a BH is
-         * queued at most once however often it is scheduled).
+         * this batch, plus two the previous batches still owed at that
+         * handshake.  A BH is queued at most once however often it is
+         * scheduled, and the home thread takes it off the queue (clearing
+         * PENDING) before it calls it, so two can be owed: one taken and
+         * waiting in reuse_cb() for the lock we held, and one queued again
+         * by a schedule that came after it was taken.
          */
-        if (p->runs - last_runs > n + 1) {
+        if (p->runs - last_runs > n + 2) {
             TEST_FAIL_("batch %" PRIu64 ": %" PRIu64 " runs for %u schedules",
                        batch, p->runs - last_runs, n);
         }
@@ -239,10 +243,10 @@ TEST(reusable_bh_per_thread)
         ASSERT_UINT(p->runs, >=, BATCHES_PER_THREAD);
         ASSERT_UINT(p->runs, <=, p->schedules);
         /*
-         * After the last handshake at most one run can still have been
-         * pending: the BH was queued at most once.
+         * After the last handshake at most two runs can still have been
+         * owed: one taken off the queue, one queued again (see above).
          */
-        ASSERT_UINT(late, <=, 1);
+        ASSERT_UINT(late, <=, 2);
         printf("# thread %d: %" PRIu64 " schedules, %" PRIu64 " runs\n", i,
                p->schedules, p->runs);
         total_runs += p->runs;
