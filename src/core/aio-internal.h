@@ -222,6 +222,12 @@ struct AioContext {
     AioHandlerList deleted_aio_handlers;
     AioFdTable fd_table;
     int n_handlers;        /* live handlers (list_mutex) */
+    /*
+     * notifier's eventfd is blocking (event_notifier_make_blocking()): the
+     * io_uring monitor may wait for it with a plain read() when nothing
+     * else can wake the context (fdmon-io_uring.c, read_notifier()).
+     */
+    bool notifier_blocking;
 
     /*
      * What another thread touches to hand us work (aio_bh_enqueue(),
@@ -460,6 +466,15 @@ void aio_add_ready_handler(AioHandlerList *ready_list, AioHandler *node,
  */
 void aio_discard_ready(AioHandlerList *ready_list);
 /*
+ * Make @e's eventfd blocking, for a thread that waits on it with read(),
+ * provided single reads can still be made non-blocking (RWF_NOWAIT):
+ * every other read of it must then be event_notifier_test_and_clear_nowait().
+ * False, and @e unchanged, if not (a pipe, an old kernel).
+ */
+bool event_notifier_make_blocking(EventNotifier *e);
+/* event_notifier_test_and_clear(), non-blocking on a blocking eventfd. */
+int event_notifier_test_and_clear_nowait(EventNotifier *e);
+/*
  * aio_set_event_notifier() for the library's own notifiers (the context's,
  * linux-aio's), whose handler starts with event_notifier_test_and_clear()
  * and reads the eventfd for nothing else: the io_uring monitor may then
@@ -516,6 +531,8 @@ extern const FDMonOps fdmon_io_uring_ops;
  * their block requests alone first, to learn whether they complete inline.
  */
 uint64_t fdmon_io_uring_probes(AioContext *ctx);
+/* For tests: how many waits were a read() of the context's notifier. */
+uint64_t fdmon_io_uring_direct_reads(AioContext *ctx);
 
 /* Freed BHs a thread keeps for its next ones (async.c), at most. */
 #define BH_CACHE_MAX 64

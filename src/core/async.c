@@ -150,8 +150,14 @@ static void aio_timerlist_notify(void *opaque, QEMUClockType type)
 
 static void aio_context_notifier_cb(EventNotifier *e)
 {
+    AioContext *ctx = container_of(e, AioContext, notifier);
+
     /* Returns at once if the io_uring monitor drained it (e->drained). */
-    event_notifier_test_and_clear(e);
+    if (ctx->notifier_blocking) {
+        event_notifier_test_and_clear_nowait(e);
+    } else {
+        event_notifier_test_and_clear(e);
+    }
 }
 
 static bool aio_context_notifier_poll(void *opaque)
@@ -893,6 +899,14 @@ AioContext *aio_context_new(Error **errp)
     }
     if (fdmon_select(ctx, errp) < 0) {
         goto fail;
+    }
+    /*
+     * For read_notifier() in the io_uring monitor, the wake-up a context
+     * with nothing but BHs and timers to wait for takes.  The other
+     * monitors always have the kernel poll the eventfd.
+     */
+    if (ctx->fdmon_io_uring) {
+        ctx->notifier_blocking = event_notifier_make_blocking(&ctx->notifier);
     }
     ctx->co_schedule_bh = aio_bh_new(ctx, co_schedule_bh_cb, ctx);
     aio_set_event_notifier_drained(ctx, &ctx->notifier,

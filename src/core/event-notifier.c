@@ -11,7 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+#include "aio-internal.h"
 
 /* Lets the test suite run the pipe code on kernels that have eventfd. */
 static bool eventfd_disabled(void)
@@ -150,7 +153,7 @@ int event_notifier_set(EventNotifier *e)
     return 0;
 }
 
-int event_notifier_test_and_clear(EventNotifier *e)
+static int test_and_clear(EventNotifier *e, bool nowait)
 {
     char buf[512];
     bool pending = false;
@@ -169,8 +172,11 @@ int event_notifier_test_and_clear(EventNotifier *e)
         /* One read returns the whole counter and resets it to zero. */
         uint64_t value;
 
+        struct iovec iov = { &value, sizeof(value) };
+
         do {
-            len = read(e->rfd, &value, sizeof(value));
+            len = nowait ? preadv2(e->rfd, &iov, 1, -1, RWF_NOWAIT)
+                         : read(e->rfd, &value, sizeof(value));
         } while (len < 0 && errno == EINTR);
         return len > 0;
     }
@@ -195,4 +201,38 @@ int event_notifier_test_and_clear(EventNotifier *e)
         }
     }
     return pending;
+}
+
+int event_notifier_test_and_clear(EventNotifier *e)
+{
+    return test_and_clear(e, false);
+}
+
+int event_notifier_test_and_clear_nowait(EventNotifier *e)
+{
+    return test_and_clear(e, true);
+}
+
+bool event_notifier_make_blocking(EventNotifier *e)
+{
+    uint64_t value;
+    struct iovec iov = { &value, sizeof(value) };
+    int flags;
+
+    if (!e || !e->initialized || !is_eventfd(e)) {
+        return false;
+    }
+    /*
+     * Only if a read can still be made non-blocking one at a time: on an
+     * empty counter, RWF_NOWAIT must give EAGAIN (kernels whose eventfd
+     * lacks FMODE_NOWAIT refuse the flag with EOPNOTSUPP).  A set racing
+     * with the probe makes it read the counter: put the event back.
+     */
+    if (preadv2(e->rfd, &iov, 1, -1, RWF_NOWAIT) == (ssize_t)sizeof(value)) {
+        event_notifier_set(e);
+    } else if (errno != EAGAIN) {
+        return false;
+    }
+    flags = fcntl(e->rfd, F_GETFL);
+    return flags >= 0 && fcntl(e->rfd, F_SETFL, flags & ~O_NONBLOCK) == 0;
 }

@@ -62,6 +62,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/aio-internal.h"
 
@@ -108,6 +109,13 @@ typedef struct FDMonIoUring {
      * One load answers both on the hot path.
      */
     unsigned kflags_wait;
+    /*
+     * The context's own notifier, when its last READ completed and it was
+     * not re-armed (ctx->notifier_blocking only): wait() either reads the
+     * eventfd itself or arms it again first, see read_notifier().
+     */
+    AioHandler *notifier_idle;
+    uint64_t direct_reads; /* read_notifier() calls, for tests */
     /*
      * Block requests (CqeHandlers): queued in the SQ since the last
      * submit, and submitted but not completed.  Home thread.
@@ -382,6 +390,12 @@ static bool process_cqe(AioContext *ctx, AioHandlerList *ready_list,
         __atomic_store_n(&((EventNotifier *)node->opaque)->drained, true,
                          __ATOMIC_RELAXED);
         res = POLLIN;
+        if (node->opaque == &ctx->notifier && ctx->notifier_blocking) {
+            /* wait() decides how to watch it next. */
+            aio_add_ready_handler(ready_list, node, res);
+            state(ctx)->notifier_idle = node;
+            return true;
+        }
     }
     aio_add_ready_handler(ready_list, node, res);
     rearm(ctx, node);
@@ -511,6 +525,9 @@ static void fill_sq_ring(AioContext *ctx, AioHandlerList *ready_list,
                                     FDMON_IO_URING_ADD |
                                     FDMON_IO_URING_REMOVE));
         if (flags & FDMON_IO_URING_REMOVE) {
+            if (node == state(ctx)->notifier_idle) {
+                state(ctx)->notifier_idle = NULL;
+            }
             start_removal(ctx, node, flags);
         } else if ((flags & FDMON_IO_URING_ADD) &&
                    !(flags & (FDMON_IO_URING_ARMED | FDMON_IO_URING_REMOVED)) &&
@@ -567,6 +584,70 @@ uint64_t fdmon_io_uring_probes(AioContext *ctx)
     return state(ctx)->probes;
 }
 
+/* Have the idle notifier watched by the ring again (by fill_sq_ring()). */
+static void rearm_idle_notifier(AioContext *ctx)
+{
+    FDMonIoUring *s = state(ctx);
+
+    if (s->notifier_idle) {
+        enqueue(ctx, s->notifier_idle, FDMON_IO_URING_ADD);
+        s->notifier_idle = NULL;
+    }
+}
+
+/*
+ * Can a wait without a timeout be a read() of the idle notifier?  Only if
+ * nothing but aio_notify() can end it: the notifier is the one handler,
+ * no request of any kind is queued or in flight (so no completion, and
+ * with COOP_TASKRUN no task work either, can consume the counter or need
+ * reaping meanwhile), and nothing is ready already.  Whatever another
+ * thread changes after this check it announces with aio_notify(), whose
+ * write ends the read(): a handler added (aio_set_fd_handler()), a BH, a
+ * timer armed.
+ */
+static bool can_read_notifier(AioContext *ctx)
+{
+    FDMonIoUring *s = state(ctx);
+
+    return s->notifier_idle && qatomic_read(&ctx->n_handlers) == 1 &&
+           QLIST_EMPTY(&s->zombies) && s->block_inflight == 0 &&
+           !io_uring_sq_ready(&s->ring) && !ready_without_waiting(ctx);
+}
+
+/*
+ * Wait for aio_notify() with a blocking read() of the context's eventfd:
+ * the cheapest wake-up Linux offers, 7-23% less per round trip than
+ * io_uring's POLL_ADD -> READ link on these machines (W2).  The read
+ * empties the counter as the linked READ would, so the handler is told
+ * that it is drained.
+ */
+static int read_notifier(AioContext *ctx, AioHandlerList *ready_list)
+{
+    FDMonIoUring *s = state(ctx);
+    AioHandler *node = s->notifier_idle;
+    uint64_t value;
+    ssize_t len;
+
+    s->direct_reads++;
+    len = read(node->fd, &value, sizeof(value));
+    if (len != (ssize_t)sizeof(value)) {
+        /* EINTR: a signal ends the wait, as it ends io_uring_enter(). */
+        if (!(len < 0 && errno == EINTR)) {
+            rearm_idle_notifier(ctx);
+        }
+        return 0;
+    }
+    __atomic_store_n(&((EventNotifier *)node->opaque)->drained, true,
+                     __ATOMIC_RELAXED);
+    aio_add_ready_handler(ready_list, node, POLLIN);
+    return 1;
+}
+
+uint64_t fdmon_io_uring_direct_reads(AioContext *ctx)
+{
+    return state(ctx)->direct_reads;
+}
+
 static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerList *ready_list,
                                int64_t timeout)
 {
@@ -578,6 +659,12 @@ static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerList *ready_list,
     int count = 0;
     int ret = 0;
 
+    if (s->notifier_idle && timeout != 0) {
+        if (timeout < 0 && can_read_notifier(ctx)) {
+            return read_notifier(ctx, ready_list);
+        }
+        rearm_idle_notifier(ctx);
+    }
     fill_sq_ring(ctx, ready_list, &count);
 
     /* Don't block when there is something to report already. */
@@ -746,7 +833,11 @@ static void fdmon_io_uring_destroy(AioContext *ctx)
 static bool fdmon_io_uring_gsource_prepare(AioContext *ctx)
 {
     AioHandlerList ready_list = { NULL };
-    int count = fdmon_io_uring_flush(ctx, &ready_list);
+    int count;
+
+    /* The outer loop polls the ring's fd: the notifier must be on it. */
+    rearm_idle_notifier(ctx);
+    count = fdmon_io_uring_flush(ctx, &ready_list);
 
     /*
      * flush() may have reaped completions: the dispatch's wait() sees

@@ -255,6 +255,11 @@ static inline bool test_syscall_is_wait(long nr)
 #ifdef SYS_io_uring_enter
     case SYS_io_uring_enter:
 #endif
+    /*
+     * The io_uring monitor reads the context's eventfd when nothing but
+     * aio_notify() can wake it (fdmon-io_uring.c, read_notifier()).
+     */
+    case SYS_read:
 #ifdef SYS_restart_syscall
     /*
      * poll() (GLib's g_poll) interrupted by a signal or a cgroup freeze

@@ -1902,49 +1902,67 @@ TEST(io_uring_pending_task_work_counts_as_ready)
     aio_context_unref(ctx);
 }
 
-/* ---- io_uring: a wake-up through the context's eventfd reads nothing ---- */
+/* ---- io_uring: one system call per wake-up through the eventfd -------- */
 
-typedef struct NoReadWaker {
+/*
+ * A wake-up through the context's eventfd costs the woken thread one
+ * system call.  With a handler besides the notifier, that is the
+ * io_uring_enter() whose linked READ empties the eventfd: the thread must
+ * not read() it as well.  With the notifier alone, after the first wake-up
+ * (which completes the READ armed before) the thread waits in a read() of
+ * the eventfd: it must not enter the ring at all.
+ */
+typedef struct OneCallWaker {
     AioContext *ctx;
     pid_t home;
     sem_t go;
     QEMUBH *bh;
     int rounds;
-} NoReadWaker;
+} OneCallWaker;
 
-static void *noread_waker(void *opaque)
+static void *onecall_waker(void *opaque)
 {
-    NoReadWaker *w = opaque;
+    OneCallWaker *w = opaque;
 
     for (int i = 0; i < w->rounds; i++) {
         sem_wait(&w->go);
-        /* Only once the home thread sleeps in io_uring_enter(). */
+        /* Only once the home thread sleeps in its wait. */
         test_wait_thread_sleeping(w->home, NULL);
         qemu_bh_schedule(w->bh);
     }
     return NULL;
 }
 
-static void noread_count(void *opaque)
+static void onecall_count(void *opaque)
 {
     (*(unsigned *)opaque)++;
 }
 
-static void noread_child(void)
+static void onecall_noop(void *opaque)
+{
+    (void)opaque;
+}
+
+/*
+ * @trapped: the system call the home thread must not make while it waits
+ * and wakes; @other_handler: register a handler besides the notifier.
+ */
+static void onecall_child(long trapped, bool other_handler)
 {
     AioContext *ctx = test_aio_context_new();
     unsigned runs = 0;
-    NoReadWaker w = { .ctx = ctx, .home = test_gettid(), .rounds = 3 };
+    OneCallWaker w = { .ctx = ctx, .home = test_gettid(), .rounds = 3 };
+    int quiet = test_eventfd();
     struct sigaction sa;
     pthread_t t;
-    /* Trap read() in this thread only (no TSYNC): the waker may read /proc. */
+    /* Trap it in this thread only (no TSYNC): the waker may read /proc. */
     struct sock_filter filter[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
                  offsetof(struct seccomp_data, arch)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_read, 0, 1),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)trapped, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
@@ -1953,10 +1971,17 @@ static void noread_child(void)
         .filter = filter,
     };
 
-    w.bh = aio_bh_new(ctx, noread_count, &runs);
+    w.bh = aio_bh_new(ctx, onecall_count, &runs);
     sem_init(&w.go, 0, 0);
-    t = test_thread_start(noread_waker, &w);
+    t = test_thread_start(onecall_waker, &w);
+    if (other_handler) {
+        /* Never readable: it only keeps the notifier from being alone. */
+        aio_set_fd_handler(ctx, quiet, onecall_noop, NULL, NULL, NULL, NULL);
+    }
     test_aio_drain(ctx);
+    /* One wake-up through the ring completes the READ armed so far. */
+    event_notifier_set(&ctx->notifier);
+    aio_poll(ctx, true);
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = nosys_sigsys;
     sa.sa_flags = SA_SIGINFO;
@@ -1975,16 +2000,21 @@ static void noread_child(void)
     _exit(0);
 }
 
-TEST(io_uring_wakeup_reads_no_eventfd)
+static void onecall_run(const char *what, long trapped, bool other_handler)
 {
     AioContext *probe = test_aio_context_new();
     bool io_uring = strcmp(aioloop_context_fdmon_name(probe), "io_uring") == 0;
+    bool direct = probe->notifier_blocking;
     pid_t pid;
     int status;
 
     aio_context_unref(probe);
     if (!io_uring) {
-        printf("# skipped: only io_uring empties the eventfd for the loop\n");
+        printf("# skipped: io_uring only\n");
+        return;
+    }
+    if (!other_handler && !direct) {
+        printf("# skipped: the notifier is not read directly here\n");
         return;
     }
 #if TEST_SANITIZED
@@ -2001,17 +2031,16 @@ TEST(io_uring_wakeup_reads_no_eventfd)
     ASSERT_TRUE(nosys_nr != MAP_FAILED);
     *nosys_nr = -1;
     fflush(NULL);
-    test_watchdog("io_uring wake-up without read()", WATCHDOG_S);
+    test_watchdog(what, WATCHDOG_S);
     pid = fork();
     ASSERT_INT(pid, >=, 0);
     if (pid == 0) {
-        noread_child();
+        onecall_child(trapped, other_handler);
     }
     ASSERT_INT(waitpid(pid, &status, 0), ==, pid);
     test_watchdog_cancel();
     if (WIFEXITED(status) && WEXITSTATUS(status) == 3) {
-        TEST_FAIL_("the home thread made syscall %ld (read) while woken "
-                   "through io_uring", *nosys_nr);
+        TEST_FAIL_("%s: the home thread made syscall %ld", what, *nosys_nr);
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 5) {
         printf("# skipped: cannot install a seccomp filter here\n");
@@ -2019,10 +2048,136 @@ TEST(io_uring_wakeup_reads_no_eventfd)
         return;
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        TEST_FAIL_("child status 0x%x (signal %d)", status,
+        TEST_FAIL_("%s: child status 0x%x (signal %d)", what, status,
                    WIFSIGNALED(status) ? WTERMSIG(status) : 0);
     }
     munmap((void *)nosys_nr, 4096);
+}
+
+/*
+ * Leave @ctx's notifier idle (its READ completed, not re-armed), as after
+ * any wake-up through it.  False if this context never reads it directly.
+ */
+static bool notifier_make_idle(AioContext *ctx)
+{
+    if (strcmp(aioloop_context_fdmon_name(ctx), "io_uring") != 0 ||
+        !ctx->notifier_blocking) {
+        return false;
+    }
+    test_aio_drain(ctx);
+    event_notifier_set(&ctx->notifier);
+    aio_poll(ctx, true);
+    return true;
+}
+
+typedef struct LateHandler {
+    AioContext *ctx;
+    pid_t home;
+    Pollable *p;
+    QEMUBH *bh; /* or, with no fd: scheduled once the home thread sleeps */
+} LateHandler;
+
+static void *late_handler_thread(void *opaque)
+{
+    LateHandler *h = opaque;
+
+    test_wait_thread_sleeping(h->home, NULL);
+    if (h->bh) {
+        qemu_bh_schedule(h->bh);
+        return NULL;
+    }
+    aio_set_fd_handler(h->ctx, h->p->fd, pollable_read, NULL, NULL, NULL,
+                       h->p);
+    test_eventfd_write(h->p->fd);
+    return NULL;
+}
+
+/*
+ * A handler that another thread adds while the home thread waits in a
+ * read() of the notifier is watched: aio_set_fd_handler()'s aio_notify()
+ * ends the read, and the next wait watches both.
+ */
+TEST(io_uring_handler_added_during_notifier_read_is_watched)
+{
+    AioContext *ctx = test_aio_context_new();
+    Pollable p = { .fd = test_eventfd() };
+    LateHandler h = { .ctx = ctx, .home = test_gettid(), .p = &p };
+    uint64_t reads0;
+    pthread_t t;
+
+    if (!notifier_make_idle(ctx)) {
+        printf("# skipped: the notifier is not read directly here\n");
+        close(p.fd);
+        aio_context_unref(ctx);
+        return;
+    }
+    reads0 = fdmon_io_uring_direct_reads(ctx);
+    test_watchdog("handler added during the notifier's read() never ran",
+                  WATCHDOG_S);
+    t = test_thread_start(late_handler_thread, &h);
+    while (p.reads == 0) {
+        aio_poll(ctx, true);
+    }
+    test_thread_join(t);
+    test_watchdog_cancel();
+    ASSERT_UINT(p.reads, ==, 1);
+    /* It was in the read() when the handler came. */
+    ASSERT_UINT(fdmon_io_uring_direct_reads(ctx), >, reads0);
+
+    aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
+    close(p.fd);
+    aio_context_unref(ctx);
+}
+
+/*
+ * An outer loop (GSource, main loop) polls the ring's fd, not the
+ * eventfd: its prepare must arm an idle notifier again, or a BH scheduled
+ * from another thread while it polls would not wake it.
+ */
+TEST(io_uring_idle_notifier_armed_for_outer_poll)
+{
+    AioContext *ctx = test_aio_context_new();
+    unsigned runs = 0;
+    QEMUBH *bh = aio_bh_new(ctx, onecall_count, &runs);
+    LateHandler h = { .ctx = ctx, .home = test_gettid(), .bh = bh };
+    struct pollfd pfds[8];
+    pthread_t t;
+    int n, ret;
+
+    if (!notifier_make_idle(ctx)) {
+        printf("# skipped: the notifier is not read directly here\n");
+        qemu_bh_delete(bh);
+        aio_poll(ctx, false);
+        aio_context_unref(ctx);
+        return;
+    }
+    ASSERT_INT(aio_source_prepare(ctx), <, 0);
+    n = aio_source_fds(ctx, pfds, 8);
+    ASSERT_INT(n, >, 0);
+    t = test_thread_start(late_handler_thread, &h);
+    /* Not a timing assertion: a lost wake-up would wait forever. */
+    ret = poll(pfds, n, WATCHDOG_S * 1000);
+    test_thread_join(t);
+    ASSERT_INT(ret, >, 0);
+    if (aio_source_check(ctx, true)) {
+        aio_source_dispatch(ctx, true);
+    }
+    ASSERT_UINT(runs, ==, 1);
+
+    qemu_bh_delete(bh);
+    aio_poll(ctx, false);
+    aio_context_unref(ctx);
+}
+
+TEST(io_uring_wakeup_reads_no_eventfd)
+{
+    onecall_run("io_uring wake-up without read()", __NR_read, true);
+}
+
+TEST(io_uring_notifier_alone_waits_in_read)
+{
+    onecall_run("notifier-only wait without io_uring_enter()",
+                __NR_io_uring_enter, false);
 }
 
 /* ---- many fds ---------------------------------------------------------- */
@@ -2149,5 +2304,8 @@ RUN_TESTS(T(fd_read_level_triggered_pipe),
           T(poll_disabled_tracks_handlers),
           T(nonblocking_poll_all_pollable_makes_no_syscall),
           T(io_uring_wakeup_reads_no_eventfd),
+          T(io_uring_notifier_alone_waits_in_read),
+          T(io_uring_handler_added_during_notifier_read_is_watched),
+          T(io_uring_idle_notifier_armed_for_outer_poll),
           T(io_uring_pending_task_work_counts_as_ready),
           T(many_fds_dispatch_exactly_the_ready_ones))
