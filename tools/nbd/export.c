@@ -169,7 +169,14 @@ static void export_stall_timer(void *opaque)
               NBD_DRAIN_RECHECK_NS);
 }
 
-static void export_drain_begin(NBDExport *exp)
+/*
+ * Open a drained section: stop @exp's readers at the next request boundary
+ * and arm the stalled-client cut.  The section is open once
+ * export_drain_busy() is false and export_drain_wait_cuts() has returned;
+ * shutdown starts every export's section before waiting for any, so that
+ * their cuts run together.  Main thread.
+ */
+static void export_drain_start(NBDExport *exp)
 {
     AioContext *ctx;
 
@@ -187,12 +194,28 @@ static void export_drain_begin(NBDExport *exp)
                                      export_stall_timer, exp);
     timer_mod(exp->stall_timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
               NBD_DRAIN_STALL_NS);
-    AIO_WAIT_WHILE(NULL, __atomic_load_n(&exp->busy, __ATOMIC_SEQ_CST) > 0);
+}
+
+static bool export_drain_busy(NBDExport *exp)
+{
+    return __atomic_load_n(&exp->busy, __ATOMIC_SEQ_CST) > 0;
+}
+
+/* Once @exp is no longer busy: disarm the cut, wait for one under way. */
+static void export_drain_wait_cuts(NBDExport *exp)
+{
     timer_free(exp->stall_timer);
     exp->stall_timer = NULL;
     /* A cut scheduled but not run yet must not run after we return. */
     AIO_WAIT_WHILE(NULL,
                    __atomic_load_n(&exp->stall_cuts, __ATOMIC_SEQ_CST) > 0);
+}
+
+static void export_drain_begin(NBDExport *exp)
+{
+    export_drain_start(exp);
+    AIO_WAIT_WHILE(NULL, export_drain_busy(exp));
+    export_drain_wait_cuts(exp);
 }
 
 static void export_drain_end(NBDExport *exp, IOThread *iothread,
@@ -515,15 +538,19 @@ int nbd_export_set_iothread(NBDServer *srv, const char *id,
     return 0;
 }
 
-/* Drain @exp for good and free its (parked) clients.  Main thread. */
-static void export_disconnect_all(NBDExport *exp)
+/* Mark @exp as going away: no client attaches to it any more. */
+static void export_set_deleting(NBDExport *exp)
 {
-    NBDClient *c;
-
     pthread_mutex_lock(&exp->lock);
     exp->deleting = true;
     pthread_mutex_unlock(&exp->lock);
-    export_drain_begin(exp);
+}
+
+/* Free the clients of a drained, deleted @exp (all parked).  Main thread. */
+static void export_free_clients(NBDExport *exp)
+{
+    NBDClient *c;
+
     pthread_mutex_lock(&exp->lock);
     c = exp->clients;
     exp->clients = NULL;
@@ -536,6 +563,14 @@ static void export_disconnect_all(NBDExport *exp)
         nbd_client_free(c);
         c = next;
     }
+}
+
+/* Drain @exp for good and free its (parked) clients.  Main thread. */
+static void export_disconnect_all(NBDExport *exp)
+{
+    export_set_deleting(exp);
+    export_drain_begin(exp);
+    export_free_clients(exp);
 }
 
 static int export_flush(NBDExport *exp)
@@ -591,14 +626,38 @@ int nbd_export_del(NBDServer *srv, const char *id, bool hard, Error **errp)
     return ret;
 }
 
+static bool exports_busy(NBDServer *srv)
+{
+    for (NBDExport *exp = srv->exports; exp; exp = exp->next) {
+        if (export_drain_busy(exp)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int nbd_exports_shutdown(NBDServer *srv)
 {
+    NBDExport *exp;
     int ret = 0;
 
-    for (NBDExport *exp = srv->exports; exp; exp = exp->next) {
+    /*
+     * Drain every export at once, not one after the other: each drain may
+     * wait NBD_DRAIN_STALL_NS for clients that do not read their replies,
+     * and in turn that is as many times over as there are exports, past
+     * a service manager's stop timeout with a few dozen of them.  Together
+     * the wait is that of the slowest export.
+     */
+    for (exp = srv->exports; exp; exp = exp->next) {
+        export_set_deleting(exp);
+        export_drain_start(exp);
+    }
+    AIO_WAIT_WHILE(NULL, exports_busy(srv));
+    for (exp = srv->exports; exp; exp = exp->next) {
         int r;
 
-        export_disconnect_all(exp);
+        export_drain_wait_cuts(exp);
+        export_free_clients(exp);
         r = export_flush(exp);
         if (r < 0 && ret == 0) {
             ret = r;

@@ -42,7 +42,8 @@ static void usage(FILE *f)
 "  -V, --version    the version\n"
 "\n"
 "SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush\n"
-"writable exports, exit 0.\n");
+"writable exports, exit 0.  All exports drain together: clients that\n"
+"stop reading or sending are cut off after 5 s in all, not per export.\n");
 }
 
 static void on_signal(int sig)

@@ -141,7 +141,10 @@ bool nbd_export_attach(NBDExport *exp, NBDClient *client, AioContext **ctx);
 /* Take a client off its export's list (any thread). */
 void nbd_export_detach(NBDExport *exp, NBDClient *client);
 void nbd_export_busy_dec(NBDExport *exp);
-/* Drain every export, flush it, free its clients; first flush error. */
+/*
+ * Drain every export (all at once: the wait is the slowest export's, not
+ * the sum), flush it, free its clients; the first flush error.
+ */
 int nbd_exports_shutdown(NBDServer *srv);
 void nbd_exports_free(NBDServer *srv);
 
