@@ -182,9 +182,18 @@ AIOLOOP_API int coroutine_fn luring_co_submit(BlockDriverState *bs, int fd,
  * May be called again to switch engines while no request is in flight on
  * @ctx.  Home thread of @ctx, or any thread before the context runs.
  *
- * Returns: the engine now in use, or -errno with @errp set (the engine
- * cannot be set up, AIOLOOP_BLOCK_ENGINE names an unknown engine, or
- * requests are in flight).
+ * Returns: the engine now in use, or -errno with @errp set:
+ *  - the engine's set-up failed: that failure's own errno, e.g. -EPERM
+ *    (io_uring refused by seccomp or kernel.io_uring_disabled), -EMFILE
+ *    (no file descriptor left for the ring or the eventfd), -ENOMEM,
+ *    -EAGAIN (linux-aio: fs.aio-max-nr reached); -ENOSYS only when the
+ *    kernel or this build of aioloop lacks the engine.  With
+ *    AIOLOOP_BLOCK_ENGINE_AUTO this holds for the engine that
+ *    AIOLOOP_BLOCK_ENGINE names; @ctx's engine is left as it was;
+ *  - -EINVAL: @engine is not an engine;
+ *  - -ENODEV: AIOLOOP_BLOCK_ENGINE names an unknown engine, or (AUTO
+ *    without it) no engine could be set up;
+ *  - -EBUSY: requests are in flight on @ctx.
  */
 AIOLOOP_API int aioloop_block_engine_select(AioContext *ctx,
                                             AioloopBlockEngine engine,

@@ -22,7 +22,9 @@ typedef struct BlockEngineOps {
     AioloopBlockEngine id;
     /*
      * Make the engine usable on @ctx (idempotent, any thread).  0, or
-     * -errno with @errp set.
+     * -errno with @errp set: the errno of what failed (-EPERM, -EMFILE,
+     * -ENOMEM...), -ENOSYS only for an engine this build lacks or a
+     * kernel without it.
      */
     int (*setup)(AioContext *ctx, Error **errp);
     /*

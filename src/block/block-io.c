@@ -48,39 +48,47 @@ static const BlockEngineOps *engine_by_id(AioloopBlockEngine engine)
     return NULL;
 }
 
-/* The automatic choice: the environment's, else the first that works. */
-static const BlockEngineOps *engine_auto(AioContext *ctx, Error **errp)
+/*
+ * The automatic choice: the environment's, else the first that works.
+ * 0 with *ops set, or -errno: the environment's engine's own set-up
+ * failure, or -ENODEV (the environment names no engine, or none works).
+ */
+static int engine_auto(AioContext *ctx, const BlockEngineOps **ops,
+                       Error **errp)
 {
     const char *env = getenv("AIOLOOP_BLOCK_ENGINE");
-    const BlockEngineOps *ops;
+    int ret;
 
     if (env && *env) {
-        ops = engine_by_name(env);
-        if (!ops) {
+        *ops = engine_by_name(env);
+        if (!*ops) {
             error_setg(errp, "AIOLOOP_BLOCK_ENGINE=%s: unknown block engine "
                        "(io_uring, linux-aio or threads)", env);
-            return NULL;
+            return -ENODEV;
         }
-        if (ops->setup(ctx, errp) < 0) {
+        ret = (*ops)->setup(ctx, errp);
+        if (ret < 0) {
             error_prepend(errp, "AIOLOOP_BLOCK_ENGINE=%s: ", env);
-            return NULL;
+            return ret;
         }
-        return ops;
+        return 0;
     }
     for (size_t i = 0; i < ARRAY_SIZE(engines); i++) {
         /* Not an error yet: the next engine may work. */
         if (engines[i]->setup(ctx, NULL) == 0) {
-            return engines[i];
+            *ops = engines[i];
+            return 0;
         }
     }
     error_setg(errp, "no block engine could be set up");
-    return NULL;
+    return -ENODEV;
 }
 
 int aioloop_block_engine_select(AioContext *ctx, AioloopBlockEngine engine,
                                 Error **errp)
 {
     const BlockEngineOps *ops;
+    int ret;
 
     if (ctx->block_stats.inflight) {
         error_setg(errp, "cannot change the block engine of AioContext %p: "
@@ -89,22 +97,17 @@ int aioloop_block_engine_select(AioContext *ctx, AioloopBlockEngine engine,
         return -EBUSY;
     }
     if (engine == AIOLOOP_BLOCK_ENGINE_AUTO) {
-        ops = engine_auto(ctx, errp);
-        if (!ops) {
-            return -ENODEV;
-        }
+        ret = engine_auto(ctx, &ops, errp);
     } else {
-        int ret;
-
         ops = engine_by_id(engine);
         if (!ops) {
             error_setg(errp, "unknown block engine %d", (int)engine);
             return -EINVAL;
         }
         ret = ops->setup(ctx, errp);
-        if (ret < 0) {
-            return ret;
-        }
+    }
+    if (ret < 0) {
+        return ret;
     }
     ctx->block_engine = ops;
     qatomic_set(&ctx->block_stats.engine, ops->id);

@@ -335,18 +335,23 @@ static int coroutine_fn luring_co_submit_ctx(AioContext *ctx, int fd,
 
 /* ---- state -------------------------------------------------------------- */
 
-LuringState *aio_setup_linux_io_uring(AioContext *ctx, Error **errp)
+/*
+ * aio_setup_linux_io_uring() with the reason of a failure kept: 0 and *ps
+ * set, or -errno (the block engine's setup() returns it).
+ */
+static int luring_state_setup(AioContext *ctx, LuringState **ps, Error **errp)
 {
     LuringState *s = qatomic_load_acquire(&ctx->linux_io_uring);
     LuringState *expected = NULL;
 
     if (s) {
-        return s;
+        *ps = s;
+        return 0;
     }
     s = calloc(1, sizeof(*s));
     if (!s) {
         error_setg(errp, "out of memory");
-        return NULL;
+        return -ENOMEM;
     }
     s->ctx = ctx;
     /*
@@ -360,7 +365,7 @@ LuringState *aio_setup_linux_io_uring(AioContext *ctx, Error **errp)
         if (ret < 0) {
             error_setg_errno(errp, -ret, "io_uring is not available");
             free(s);
-            return NULL;
+            return ret;
         }
         s->ring_ok = true;
     }
@@ -374,13 +379,22 @@ LuringState *aio_setup_linux_io_uring(AioContext *ctx, Error **errp)
             io_uring_queue_exit(&s->ring);
         }
         free(s);
-        return expected;
+        *ps = expected;
+        return 0;
     }
     /* Watched by the winner only: the handler names the state. */
     if (s->ring_ok) {
         private_ring_watch(s);
     }
-    return s;
+    *ps = s;
+    return 0;
+}
+
+LuringState *aio_setup_linux_io_uring(AioContext *ctx, Error **errp)
+{
+    LuringState *s;
+
+    return luring_state_setup(ctx, &s, errp) < 0 ? NULL : s;
 }
 
 LuringState *aio_get_linux_io_uring(AioContext *ctx)
@@ -414,7 +428,9 @@ void luring_cleanup_ctx(AioContext *ctx)
 
 static int luring_setup(AioContext *ctx, Error **errp)
 {
-    return aio_setup_linux_io_uring(ctx, errp) ? 0 : -ENOSYS;
+    LuringState *s;
+
+    return luring_state_setup(ctx, &s, errp);
 }
 
 const BlockEngineOps block_engine_io_uring = {

@@ -391,7 +391,8 @@ static unsigned env_events(const char *name, unsigned dflt)
     return n > 0 && n <= MAX_EVENTS ? (unsigned)n : dflt;
 }
 
-static LinuxAioState *laio_new(AioContext *ctx, Error **errp)
+/* A new state in *ps: 0, or -errno (the block engine's setup() returns it). */
+static int laio_new(AioContext *ctx, LinuxAioState **ps, Error **errp)
 {
     LinuxAioState *s = calloc(1, sizeof(*s));
     unsigned n;
@@ -399,13 +400,13 @@ static LinuxAioState *laio_new(AioContext *ctx, Error **errp)
 
     if (!s) {
         error_setg(errp, "out of memory");
-        return NULL;
+        return -ENOMEM;
     }
     ret = event_notifier_init(&s->e, false);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "linux-aio: event notifier");
         free(s);
-        return NULL;
+        return ret;
     }
     /*
      * io_setup() fails with -EAGAIN when fs.aio-max-nr would be exceeded:
@@ -421,7 +422,7 @@ static LinuxAioState *laio_new(AioContext *ctx, Error **errp)
         error_setg_errno(errp, -ret, "linux-aio: io_setup");
         event_notifier_cleanup(&s->e);
         free(s);
-        return NULL;
+        return ret;
     }
     s->max_events = env_events("AIOLOOP_LAIO_MAX_INFLIGHT", n);
     s->ctx = ctx;
@@ -429,7 +430,8 @@ static LinuxAioState *laio_new(AioContext *ctx, Error **errp)
     s->submit_bh = aio_bh_new_full(ctx, submit_bh_cb, s, "laio_submit", NULL);
     s->completion_bh = aio_bh_new_full(ctx, completion_bh_cb, s,
                                        "laio_completion", NULL);
-    return s;
+    *ps = s;
+    return 0;
 }
 
 static void laio_free(LinuxAioState *s)
@@ -441,27 +443,42 @@ static void laio_free(LinuxAioState *s)
     free(s);
 }
 
-LinuxAioState *aio_setup_linux_aio(AioContext *ctx, Error **errp)
+/*
+ * aio_setup_linux_aio() with the reason of a failure kept: 0 and *ps set,
+ * or -errno.
+ */
+static int laio_state_setup(AioContext *ctx, LinuxAioState **ps, Error **errp)
 {
     LinuxAioState *s = qatomic_load_acquire(&ctx->linux_aio);
     LinuxAioState *expected = NULL;
+    int ret;
 
     if (s) {
-        return s;
+        *ps = s;
+        return 0;
     }
-    s = laio_new(ctx, errp);
-    if (!s) {
-        return NULL;
+    ret = laio_new(ctx, &s, errp);
+    if (ret < 0) {
+        return ret;
     }
     if (!__atomic_compare_exchange_n(&ctx->linux_aio, &expected, s, false,
                                      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         laio_free(s);
-        return expected;
+        *ps = expected;
+        return 0;
     }
     /* Registered by the winner only: the handler names the state. */
     aio_set_event_notifier_drained(ctx, &s->e, laio_completion_cb,
                                    laio_poll_cb, laio_poll_ready);
-    return s;
+    *ps = s;
+    return 0;
+}
+
+LinuxAioState *aio_setup_linux_aio(AioContext *ctx, Error **errp)
+{
+    LinuxAioState *s;
+
+    return laio_state_setup(ctx, &s, errp) < 0 ? NULL : s;
 }
 
 LinuxAioState *aio_get_linux_aio(AioContext *ctx)
@@ -490,7 +507,9 @@ void laio_cleanup_ctx(AioContext *ctx)
 
 static int laio_setup(AioContext *ctx, Error **errp)
 {
-    return aio_setup_linux_aio(ctx, errp) ? 0 : -ENOSYS;
+    LinuxAioState *s;
+
+    return laio_state_setup(ctx, &s, errp);
 }
 
 const BlockEngineOps block_engine_linux_aio = {

@@ -1270,6 +1270,76 @@ TEST(unknown_engine_in_environment_is_an_error)
     aio_context_unref(ctx);
 }
 
+/*
+ * A set-up that fails returns its own errno, not a generic one.  Made to
+ * fail deterministically by leaving no file descriptor free: linux-aio
+ * needs one for its eventfd, io_uring one for its private ring.  The
+ * threads engine and io_uring on the fd monitor's ring open none, so they
+ * cannot be made to fail this way (nor any other deterministic way).
+ */
+TEST(setup_failure_returns_its_errno)
+{
+    AioContext *ctx = test_aio_context_new();
+    const char *name = aioloop_block_engine_name(engine);
+    char *saved = getenv("AIOLOOP_BLOCK_ENGINE");
+    struct rlimit old, none;
+    Error *err = NULL, *err_auto = NULL;
+    AioloopBlockStats st;
+    int probe, probe_errno, ret, ret_auto;
+
+    if (engine == AIOLOOP_BLOCK_ENGINE_THREADS) {
+        printf("# threads: its set-up opens nothing and cannot fail\n");
+        aio_context_unref(ctx);
+        return;
+    }
+    if (engine == AIOLOOP_BLOCK_ENGINE_IO_URING &&
+        !strcmp(aioloop_context_fdmon_name(ctx), "io_uring")) {
+        printf("# io_uring on the fd monitor's ring opens no file "
+               "descriptor: its set-up cannot be made to fail here\n");
+        aio_context_unref(ctx);
+        return;
+    }
+    saved = saved ? strdup(saved) : NULL;
+    setenv("AIOLOOP_BLOCK_ENGINE", name, 1);
+    /* The lowest free descriptor: every one below it is open. */
+    probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_TRUE(probe >= 0);
+    close(probe);
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    none = old;
+    none.rlim_cur = (rlim_t)probe;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &none), 0);
+
+    probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    probe_errno = errno;
+    ret = aioloop_block_engine_select(ctx, engine, &err);
+    ret_auto = aioloop_block_engine_select(ctx, AIOLOOP_BLOCK_ENGINE_AUTO,
+                                           &err_auto);
+
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    if (saved) {
+        setenv("AIOLOOP_BLOCK_ENGINE", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("AIOLOOP_BLOCK_ENGINE");
+    }
+    ASSERT_INT(probe, ==, -1);
+    ASSERT_INT(probe_errno, ==, EMFILE);
+    ASSERT_INT(ret, ==, -EMFILE);
+    ASSERT_NOT_NULL(err);
+    ASSERT_INT(ret_auto, ==, -EMFILE);
+    ASSERT_NOT_NULL(err_auto);
+    ASSERT_NOT_NULL(strstr(error_get_pretty(err_auto), name));
+    error_free(err);
+    error_free(err_auto);
+    /* Nothing half set up: the context has no engine, and gets one now. */
+    aioloop_block_get_stats(ctx, &st);
+    ASSERT_EQ(st.engine, AIOLOOP_BLOCK_ENGINE_AUTO);
+    ASSERT_EQ(aioloop_block_engine_select(ctx, engine, &error_abort),
+              (int)engine);
+    aio_context_unref(ctx);
+}
+
 static void preadv_outside_coroutine(void *opaque)
 {
     QEMUIOVector qiov;
@@ -1411,6 +1481,7 @@ int main(int argc, char **argv)
         T(last_unref_from_another_thread_completes_it),
         T(two_contexts_each_resume_at_home),
         T(unknown_engine_in_environment_is_an_error),
+        T(setup_failure_returns_its_errno),
         T(preadv_outside_coroutine_aborts),
         T(get_linux_aio_without_setup_aborts),
     };
