@@ -117,7 +117,8 @@ typedef struct FDMonOps {
     int (*flush)(AioContext *ctx, AioHandlerList *ready_list);
     /*
      * dispatch (optional): run backend-level completions (io_uring CQE
-     * handlers).  Returns true on progress.  Home thread.
+     * handlers), queued on ctx->cqe_ready; called only when that queue is
+     * not empty.  Returns true on progress.  Home thread.
      */
     bool (*dispatch)(AioContext *ctx);
     /*

@@ -760,6 +760,13 @@ static void ready_list_splice(AioHandlerList *to, AioHandlerList *from)
     }
 }
 
+/* The monitor's own completions (io_uring block requests), if any. */
+static inline bool fdmon_dispatch(AioContext *ctx)
+{
+    return !QSIMPLEQ_EMPTY(&ctx->cqe_ready) && ctx->fdmon_ops->dispatch &&
+           ctx->fdmon_ops->dispatch(ctx);
+}
+
 /*
  * One dispatch pass: BHs, ready fds (the fd monitor asked with a zero
  * timeout, only if @ask_fdmon), timers.  Shared by aio_dispatch() and the
@@ -778,9 +785,7 @@ static void aio_dispatch_pass(AioContext *ctx, const char *caller,
     /* Asked after the accept, as QEMU's aio_ctx_check() orders it. */
     ask_fdmon = ask_fdmon || (ctx->fdmon_ops->gsource_check &&
                               ctx->fdmon_ops->gsource_check(ctx));
-    if (ctx->fdmon_ops->dispatch) {
-        ctx->fdmon_ops->dispatch(ctx);
-    }
+    fdmon_dispatch(ctx);
     aio_bh_poll(ctx);
     ready_list_splice(&ready_list, &ctx->prepared_ready);
     if (ask_fdmon) {
@@ -789,9 +794,9 @@ static void aio_dispatch_pass(AioContext *ctx, const char *caller,
     if (!QLIST_EMPTY(&ready_list)) {
         aio_dispatch_ready_handlers(ctx, &ready_list, -1, false, false);
     }
-    if (ask_fdmon && ctx->fdmon_ops->dispatch) {
+    if (ask_fdmon) {
         /* Completions that wait() just reaped (io_uring block requests). */
-        ctx->fdmon_ops->dispatch(ctx);
+        fdmon_dispatch(ctx);
     }
     aio_free_deleted_handlers(ctx);
     aio_walk_end(ctx);
@@ -985,9 +990,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
 
     /* Phase 7: dispatch. */
     aio_tls_dispatch_ctx = ctx;
-    if (ctx->fdmon_ops->dispatch) {
-        progress |= ctx->fdmon_ops->dispatch(ctx);
-    }
+    progress |= fdmon_dispatch(ctx);
     progress |= aio_bh_poll(ctx);
     if (unlikely(!QLIST_EMPTY(&ctx->prepared_ready))) {
         /* aio_prepare() was called since the last dispatch. */
