@@ -224,11 +224,12 @@ struct AioContext {
     AioFdTable fd_table;
     int n_handlers;        /* live handlers (list_mutex) */
     /*
-     * notifier's eventfd is blocking (event_notifier_make_blocking()): the
-     * io_uring monitor may wait for it with a plain read() when nothing
-     * else can wake the context (fdmon-io_uring.c, read_notifier()).
+     * notifier's eventfd is blocking (event_notifier_make_blocking()): a
+     * wait that nothing but aio_notify() can end may be a plain read() of
+     * it (aio_notifier_read()).
      */
     bool notifier_blocking;
+    uint64_t notifier_reads; /* waits that were such a read(); home thread */
 
     /*
      * What another thread touches to hand us work (aio_bh_enqueue(),
@@ -476,6 +477,24 @@ bool event_notifier_make_blocking(EventNotifier *e);
 /* event_notifier_test_and_clear(), non-blocking on a blocking eventfd. */
 int event_notifier_test_and_clear_nowait(EventNotifier *e);
 /*
+ * Wait for aio_notify() with a blocking read() of the context's eventfd,
+ * @node being its notifier's handler: the cheapest wake-up Linux offers,
+ * one system call as with any other wait, and less kernel work (W2).  The
+ * read empties the counter, so the handler is told that it is drained.
+ * Only when nothing but aio_notify() can end the wait: no timeout, and no
+ * other handler or request the kernel could report meanwhile; whatever
+ * another thread changes during the read() it announces with
+ * aio_notify(), whose write ends it.  Returns 1 (the notifier is on
+ * @ready_list), 0 (a signal), or -1 (the read failed: wait otherwise).
+ */
+int aio_notifier_read(AioContext *ctx, AioHandler *node,
+                      AioHandlerList *ready_list);
+/*
+ * For the poll and epoll monitors: if @ctx's own notifier is its only
+ * handler, wait with aio_notifier_read(), else return -1.  No timeout.
+ */
+int aio_notifier_read_alone(AioContext *ctx, AioHandlerList *ready_list);
+/*
  * aio_set_event_notifier() for the library's own notifiers (the context's,
  * linux-aio's), whose handler starts with event_notifier_test_and_clear()
  * and reads the eventfd for nothing else: the io_uring monitor may then
@@ -532,8 +551,6 @@ extern const FDMonOps fdmon_io_uring_ops;
  * their block requests alone first, to learn whether they complete inline.
  */
 uint64_t fdmon_io_uring_probes(AioContext *ctx);
-/* For tests: how many waits were a read() of the context's notifier. */
-uint64_t fdmon_io_uring_direct_reads(AioContext *ctx);
 
 /* Freed BHs a thread keeps for its next ones (async.c), at most. */
 #define BH_CACHE_MAX 64

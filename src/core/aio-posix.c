@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "aio-internal.h"
 #include "timer-internal.h"
@@ -827,6 +828,47 @@ bool aio_prepare(AioContext *ctx)
     ready_list_splice(&ctx->prepared_ready, &ready_list);
     aio_walk_end(ctx);
     return !QLIST_EMPTY(&ctx->prepared_ready);
+}
+
+int aio_notifier_read(AioContext *ctx, AioHandler *node,
+                      AioHandlerList *ready_list)
+{
+    uint64_t value;
+    ssize_t len;
+
+    ctx->notifier_reads++;
+    len = read(node->fd, &value, sizeof(value));
+    if (len != (ssize_t)sizeof(value)) {
+        /* EINTR: a signal ends the wait, as it ends the monitors' own. */
+        return len < 0 && errno == EINTR ? 0 : -1;
+    }
+    __atomic_store_n(&((EventNotifier *)node->opaque)->drained, true,
+                     __ATOMIC_RELAXED);
+    aio_add_ready_handler(ready_list, node, POLLIN);
+    return 1;
+}
+
+int aio_notifier_read_alone(AioContext *ctx, AioHandlerList *ready_list)
+{
+    AioHandler *node;
+
+    if (!ctx->notifier_blocking || qatomic_read(&ctx->n_handlers) != 1) {
+        return -1;
+    }
+    /*
+     * The one live handler.  One registered since the count was read is
+     * at the head, is not the notifier, and we wait as usual; one
+     * registered later ends the read() with its aio_notify().  Pairs
+     * with the release store of QLIST_INSERT_HEAD_RCU.
+     */
+    for (node = __atomic_load_n(&ctx->aio_handlers.lh_first, __ATOMIC_ACQUIRE);
+         node && aio_handler_is_deleted(node);
+         node = __atomic_load_n(&node->node.le_next, __ATOMIC_ACQUIRE)) {
+    }
+    if (!node || !node_is_notifier(ctx, node) || !(node->events & POLLIN)) {
+        return -1;
+    }
+    return aio_notifier_read(ctx, node, ready_list);
 }
 
 void aio_discard_ready(AioHandlerList *ready_list)

@@ -923,13 +923,10 @@ AioContext *aio_context_new(Error **errp)
         goto fail;
     }
     /*
-     * For read_notifier() in the io_uring monitor, the wake-up a context
-     * with nothing but BHs and timers to wait for takes.  The other
-     * monitors always have the kernel poll the eventfd.
+     * For aio_notifier_read(), the wake-up of a context with nothing but
+     * BHs and timers to wait for.
      */
-    if (ctx->fdmon_io_uring) {
-        ctx->notifier_blocking = event_notifier_make_blocking(&ctx->notifier);
-    }
+    ctx->notifier_blocking = event_notifier_make_blocking(&ctx->notifier);
     ctx->co_schedule_bh = aio_bh_new(ctx, co_schedule_bh_cb, ctx);
     aio_set_event_notifier_drained(ctx, &ctx->notifier,
                                    aio_context_notifier_cb,

@@ -182,6 +182,9 @@ static int fdmon_epoll_wait(AioContext *ctx, AioHandlerList *ready_list,
     if (unlikely(!qatomic_read(&ctx->epoll_enabled))) {
         return epoll_fall_back_to_poll(ctx, ready_list, timeout);
     }
+    if (timeout < 0 && (ret = aio_notifier_read_alone(ctx, ready_list)) >= 0) {
+        return ret;
+    }
 
     if (timeout > 0) {
         ret = epoll_wait_ns(ctx->epollfd, events, timeout);

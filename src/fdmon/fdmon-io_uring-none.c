@@ -14,9 +14,3 @@ uint64_t fdmon_io_uring_probes(AioContext *ctx)
     (void)ctx;
     return 0;
 }
-
-uint64_t fdmon_io_uring_direct_reads(AioContext *ctx)
-{
-    (void)ctx;
-    return 0;
-}

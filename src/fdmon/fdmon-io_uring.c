@@ -115,7 +115,6 @@ typedef struct FDMonIoUring {
      * eventfd itself or arms it again first, see read_notifier().
      */
     AioHandler *notifier_idle;
-    uint64_t direct_reads; /* read_notifier() calls, for tests */
     /*
      * Block requests (CqeHandlers): queued in the SQ since the last
      * submit, and submitted but not completed.  Home thread.
@@ -614,38 +613,16 @@ static bool can_read_notifier(AioContext *ctx)
            !io_uring_sq_ready(&s->ring) && !ready_without_waiting(ctx);
 }
 
-/*
- * Wait for aio_notify() with a blocking read() of the context's eventfd:
- * the cheapest wake-up Linux offers, 7-23% less per round trip than
- * io_uring's POLL_ADD -> READ link on these machines (W2).  The read
- * empties the counter as the linked READ would, so the handler is told
- * that it is drained.
- */
+/* aio_notifier_read() of the idle notifier; on failure, arm it again. */
 static int read_notifier(AioContext *ctx, AioHandlerList *ready_list)
 {
-    FDMonIoUring *s = state(ctx);
-    AioHandler *node = s->notifier_idle;
-    uint64_t value;
-    ssize_t len;
+    int ret = aio_notifier_read(ctx, state(ctx)->notifier_idle, ready_list);
 
-    s->direct_reads++;
-    len = read(node->fd, &value, sizeof(value));
-    if (len != (ssize_t)sizeof(value)) {
-        /* EINTR: a signal ends the wait, as it ends io_uring_enter(). */
-        if (!(len < 0 && errno == EINTR)) {
-            rearm_idle_notifier(ctx);
-        }
+    if (ret < 0) {
+        rearm_idle_notifier(ctx);
         return 0;
     }
-    __atomic_store_n(&((EventNotifier *)node->opaque)->drained, true,
-                     __ATOMIC_RELAXED);
-    aio_add_ready_handler(ready_list, node, POLLIN);
-    return 1;
-}
-
-uint64_t fdmon_io_uring_direct_reads(AioContext *ctx)
-{
-    return state(ctx)->direct_reads;
+    return ret;
 }
 
 static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerList *ready_list,

@@ -59,6 +59,9 @@ static int fdmon_poll_wait(AioContext *ctx, AioHandlerList *ready_list,
         fdmon_epoll_try_upgrade(ctx, qatomic_read(&ctx->n_handlers))) {
         return ctx->fdmon_ops->wait(ctx, ready_list, timeout);
     }
+    if (timeout < 0 && (ret = aio_notifier_read_alone(ctx, ready_list)) >= 0) {
+        return ret;
+    }
 
     /* Pairs with the release store of QLIST_INSERT_HEAD_RCU. */
     for (node = __atomic_load_n(&ctx->aio_handlers.lh_first, __ATOMIC_ACQUIRE);

@@ -2,10 +2,10 @@
  * Wake-ups of a context that keeps switching between "nothing to wait for
  * but aio_notify()" and "fds and timers to wait for".
  *
- * Under the io_uring monitor the first state makes the home thread wait in
- * a read() of its eventfd, the second in io_uring_enter() with the
- * notifier armed on the ring (fdmon-io_uring.c, read_notifier()); under
- * poll and epoll it is the same wait either way.  Each of NTHREADS
+ * The first state makes the home thread wait in a read() of its eventfd
+ * (aio_notifier_read()), the second in the monitor's own wait: ppoll(),
+ * epoll_wait(), or io_uring_enter() with the notifier armed on the ring
+ * again.  Each of NTHREADS
  * workers, in a random sequence, and waiting for each to take effect
  * before the next:
  *   - registers a handler on its eventfd, writes the eventfd, waits until
@@ -158,7 +158,6 @@ TEST(notifier_wait_switches_under_cross_thread_changes)
     AioContext *ctx = test_aio_context_new();
     Worker w[NTHREADS];
     pthread_t t[NTHREADS];
-    bool io_uring = strcmp(aioloop_context_fdmon_name(ctx), "io_uring") == 0;
     uint64_t direct;
 
     printf("# %d threads x %d rounds, fdmon %s\n", NTHREADS, ROUNDS,
@@ -189,7 +188,7 @@ TEST(notifier_wait_switches_under_cross_thread_changes)
     test_aio_drain(ctx);
     test_watchdog_cancel();
 
-    direct = io_uring ? fdmon_io_uring_direct_reads(ctx) : 0;
+    direct = ctx->notifier_reads;
     for (int i = 0; i < NTHREADS; i++) {
         printf("# worker %d: %" PRIu64 " events, %" PRIu64 " BHs, %" PRIu64
                " one-shots, %" PRIu64 " timers\n", i, w[i].sent,
@@ -208,7 +207,7 @@ TEST(notifier_wait_switches_under_cross_thread_changes)
         pthread_cond_destroy(&w[i].cond);
     }
     printf("# %" PRIu64 " waits were a read() of the notifier\n", direct);
-    if (io_uring && ctx->notifier_blocking) {
+    if (ctx->notifier_blocking) {
         /* The path under test was taken (thousands of times). */
         ASSERT_UINT(direct, >, 0);
     }

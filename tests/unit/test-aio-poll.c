@@ -1944,10 +1944,13 @@ static void onecall_noop(void *opaque)
 }
 
 /*
- * @trapped: the system call the home thread must not make while it waits
- * and wakes; @other_handler: register a handler besides the notifier.
+ * @trapped: the system calls (up to ONECALL_MAX, ended by -1) the home
+ * thread must not make while it waits and wakes; @other_handler: register
+ * a handler besides the notifier.
  */
-static void onecall_child(long trapped, bool other_handler)
+#define ONECALL_MAX 3
+
+static void onecall_child(const long *trapped, bool other_handler)
 {
     AioContext *ctx = test_aio_context_new();
     unsigned runs = 0;
@@ -1955,21 +1958,32 @@ static void onecall_child(long trapped, bool other_handler)
     int quiet = test_eventfd();
     struct sigaction sa;
     pthread_t t;
-    /* Trap it in this thread only (no TSYNC): the waker may read /proc. */
-    struct sock_filter filter[] = {
+    /* Trap them in this thread only (no TSYNC): the waker may read /proc. */
+    struct sock_filter filter[6 + ONECALL_MAX] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
                  offsetof(struct seccomp_data, arch)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)trapped, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
-    struct sock_fprog prog = {
-        .len = sizeof(filter) / sizeof(filter[0]),
-        .filter = filter,
-    };
+    struct sock_fprog prog;
+    unsigned n = 0;
+
+    while (n < ONECALL_MAX && trapped[n] >= 0) {
+        n++;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        /* Equal: jump over the other tests and the ALLOW to the TRAP. */
+        filter[4 + i] = (struct sock_filter)BPF_JUMP(
+            BPF_JMP | BPF_JEQ | BPF_K, (unsigned)trapped[i],
+            (unsigned char)(n - i), 0);
+    }
+    filter[4 + n] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K,
+                                                 SECCOMP_RET_ALLOW);
+    filter[5 + n] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K,
+                                                 SECCOMP_RET_TRAP);
+    prog.len = (unsigned short)(6 + n);
+    prog.filter = filter;
 
     w.bh = aio_bh_new(ctx, onecall_count, &runs);
     sem_init(&w.go, 0, 0);
@@ -1979,7 +1993,7 @@ static void onecall_child(long trapped, bool other_handler)
         aio_set_fd_handler(ctx, quiet, onecall_noop, NULL, NULL, NULL, NULL);
     }
     test_aio_drain(ctx);
-    /* One wake-up through the ring completes the READ armed so far. */
+    /* io_uring: one wake-up through the ring completes the armed READ. */
     event_notifier_set(&ctx->notifier);
     aio_poll(ctx, true);
     memset(&sa, 0, sizeof(sa));
@@ -2000,19 +2014,15 @@ static void onecall_child(long trapped, bool other_handler)
     _exit(0);
 }
 
-static void onecall_run(const char *what, long trapped, bool other_handler)
+static void onecall_run(const char *what, const long *trapped,
+                        bool other_handler)
 {
     AioContext *probe = test_aio_context_new();
-    bool io_uring = strcmp(aioloop_context_fdmon_name(probe), "io_uring") == 0;
     bool direct = probe->notifier_blocking;
     pid_t pid;
     int status;
 
     aio_context_unref(probe);
-    if (!io_uring) {
-        printf("# skipped: io_uring only\n");
-        return;
-    }
     if (!other_handler && !direct) {
         printf("# skipped: the notifier is not read directly here\n");
         return;
@@ -2055,13 +2065,13 @@ static void onecall_run(const char *what, long trapped, bool other_handler)
 }
 
 /*
- * Leave @ctx's notifier idle (its READ completed, not re-armed), as after
- * any wake-up through it.  False if this context never reads it directly.
+ * Make @ctx's next wait without a timeout a read() of its notifier (under
+ * io_uring: its READ completed and it is not armed again, as after any
+ * wake-up through it).  False if this context never reads it directly.
  */
 static bool notifier_make_idle(AioContext *ctx)
 {
-    if (strcmp(aioloop_context_fdmon_name(ctx), "io_uring") != 0 ||
-        !ctx->notifier_blocking) {
+    if (!ctx->notifier_blocking) {
         return false;
     }
     test_aio_drain(ctx);
@@ -2097,7 +2107,7 @@ static void *late_handler_thread(void *opaque)
  * read() of the notifier is watched: aio_set_fd_handler()'s aio_notify()
  * ends the read, and the next wait watches both.
  */
-TEST(io_uring_handler_added_during_notifier_read_is_watched)
+TEST(handler_added_during_notifier_read_is_watched)
 {
     AioContext *ctx = test_aio_context_new();
     Pollable p = { .fd = test_eventfd() };
@@ -2111,7 +2121,7 @@ TEST(io_uring_handler_added_during_notifier_read_is_watched)
         aio_context_unref(ctx);
         return;
     }
-    reads0 = fdmon_io_uring_direct_reads(ctx);
+    reads0 = ctx->notifier_reads;
     test_watchdog("handler added during the notifier's read() never ran",
                   WATCHDOG_S);
     t = test_thread_start(late_handler_thread, &h);
@@ -2122,7 +2132,7 @@ TEST(io_uring_handler_added_during_notifier_read_is_watched)
     test_watchdog_cancel();
     ASSERT_UINT(p.reads, ==, 1);
     /* It was in the read() when the handler came. */
-    ASSERT_UINT(fdmon_io_uring_direct_reads(ctx), >, reads0);
+    ASSERT_UINT(ctx->notifier_reads, >, reads0);
 
     aio_set_fd_handler(ctx, p.fd, NULL, NULL, NULL, NULL, NULL);
     close(p.fd);
@@ -2134,7 +2144,7 @@ TEST(io_uring_handler_added_during_notifier_read_is_watched)
  * eventfd: its prepare must arm an idle notifier again, or a BH scheduled
  * from another thread while it polls would not wake it.
  */
-TEST(io_uring_idle_notifier_armed_for_outer_poll)
+TEST(idle_notifier_wakes_outer_poll)
 {
     AioContext *ctx = test_aio_context_new();
     unsigned runs = 0;
@@ -2171,13 +2181,33 @@ TEST(io_uring_idle_notifier_armed_for_outer_poll)
 
 TEST(io_uring_wakeup_reads_no_eventfd)
 {
-    onecall_run("io_uring wake-up without read()", __NR_read, true);
+    static const long trapped[] = { __NR_read, -1 };
+    AioContext *probe = test_aio_context_new();
+    bool io_uring = strcmp(aioloop_context_fdmon_name(probe), "io_uring") == 0;
+
+    aio_context_unref(probe);
+    if (!io_uring) {
+        printf("# skipped: io_uring only\n");
+        return;
+    }
+    onecall_run("io_uring wake-up without read()", trapped, true);
 }
 
-TEST(io_uring_notifier_alone_waits_in_read)
+/* The monitor's own wait is not made at all. */
+TEST(notifier_alone_waits_in_read)
 {
-    onecall_run("notifier-only wait without io_uring_enter()",
-                __NR_io_uring_enter, false);
+    static const long io_uring[] = { __NR_io_uring_enter, -1 };
+    static const long epoll[] = { __NR_epoll_wait, __NR_epoll_pwait,
+                                  __NR_epoll_pwait2 };
+    static const long poll[] = { __NR_poll, __NR_ppoll, -1 };
+    AioContext *probe = test_aio_context_new();
+    const char *name = aioloop_context_fdmon_name(probe);
+    const long *trapped = !strcmp(name, "io_uring") ? io_uring :
+                          !strcmp(name, "epoll") ? epoll : poll;
+
+    aio_context_unref(probe);
+    onecall_run("notifier-only wait without the monitor's wait", trapped,
+                false);
 }
 
 /* ---- many fds ---------------------------------------------------------- */
@@ -2304,8 +2334,8 @@ RUN_TESTS(T(fd_read_level_triggered_pipe),
           T(poll_disabled_tracks_handlers),
           T(nonblocking_poll_all_pollable_makes_no_syscall),
           T(io_uring_wakeup_reads_no_eventfd),
-          T(io_uring_notifier_alone_waits_in_read),
-          T(io_uring_handler_added_during_notifier_read_is_watched),
-          T(io_uring_idle_notifier_armed_for_outer_poll),
+          T(notifier_alone_waits_in_read),
+          T(handler_added_during_notifier_read_is_watched),
+          T(idle_notifier_wakes_outer_poll),
           T(io_uring_pending_task_work_counts_as_ready),
           T(many_fds_dispatch_exactly_the_ready_ones))
