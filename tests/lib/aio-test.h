@@ -324,6 +324,24 @@ static inline void test_thread_join(pthread_t t)
     }
 }
 
+/*
+ * The home thread's side of a stress test: run @ctx until *@finished (which
+ * the workers' last one-shot BHs count up) reaches @n, join the @n worker
+ * threads @t, then run what their last requests left pending.
+ */
+static inline void test_run_until_finished(AioContext *ctx,
+                                           const unsigned *finished,
+                                           unsigned n, pthread_t *t)
+{
+    while (*finished < n) {
+        aio_poll(ctx, true);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        test_thread_join(t[i]);
+    }
+    test_aio_drain(ctx);
+}
+
 /* ---- sentinel: flush fd events through the loop ------------------------ */
 
 typedef struct TestSentinel {

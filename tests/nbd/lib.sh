@@ -136,6 +136,17 @@ nbd_forget() {
     NBD_PIDS=("${keep[@]}")
 }
 
+# nbd_wait_writers PID...: wait for ackwriter.py writers started in the
+# background; die unless each only got successes or ESHUTDOWN (exit 0)
+nbd_wait_writers() {
+    local p rc=0
+    for p in "$@"; do
+        wait "$p" || rc=$?
+        nbd_forget "$p"
+    done
+    [ $rc = 0 ] || die "a writer got an error reply other than ESHUTDOWN (exit $rc)"
+}
+
 # mkimage PATH SIZE: a sparse file of SIZE (truncate syntax: 64M, 1G...)
 mkimage() {
     rm -f "$1"

@@ -103,12 +103,7 @@ for e in "${EXPORTS[@]}"; do
         die "export $e did not cut its client that does not read: the test did not stall it"
 done
 
-rc=0
-for p in "${writers[@]}"; do
-    wait "$p" || rc=$?
-    nbd_forget "$p"
-done
-[ $rc = 0 ] || die "a writer got an error reply other than ESHUTDOWN (exit $rc)"
+nbd_wait_writers "${writers[@]}"
 for e in "${EXPORTS[@]}"; do
     "$PYTHON" "$NBD_LIB_DIR/ackwriter.py" check "$WORK/$e.img" "$WORK/ack-$e.log" ||
         die "export $e lost acknowledged writes"

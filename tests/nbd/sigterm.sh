@@ -38,12 +38,7 @@ acked=$(cat "$WORK"/ack-*.log | wc -l)
 log "SIGTERM with $acked writes acknowledged"
 nbd_stop   # dies unless the exit status is 0
 
-rc=0
-for p in "${pids[@]}"; do
-    wait "$p" || rc=$?
-    nbd_forget "$p"
-done
-[ $rc = 0 ] || die "a writer got an error reply other than ESHUTDOWN (exit $rc)"
+nbd_wait_writers "${pids[@]}"
 for n in a b; do
     "$PYTHON" "$NBD_LIB_DIR/ackwriter.py" check "$WORK/$n.img" "$WORK/ack-${n}0.log" \
         "$WORK/ack-${n}1.log" || die "export $n lost acknowledged writes"

@@ -286,13 +286,7 @@ TEST(concurrent_handlers_and_timers)
     test_watchdog("multithread handler stress: a worker never finished",
                   WATCHDOG_S);
     pthread_barrier_wait(&start);
-    while (finished < NTHREADS) {
-        aio_poll(ctx, true);
-    }
-    for (int i = 0; i < NTHREADS; i++) {
-        test_thread_join(t[i]);
-    }
-    test_aio_drain(ctx);
+    test_run_until_finished(ctx, &finished, NTHREADS, t);
     test_watchdog_cancel();
 
     ASSERT_UINT(violations_dead, ==, 0);

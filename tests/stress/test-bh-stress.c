@@ -222,14 +222,8 @@ TEST(reusable_bh_per_thread)
     aio_poll(rs.ctx, false);
     test_watchdog("reusable BH stress: a batch never ran", WATCHDOG_S);
     pthread_barrier_wait(&rs.start);
-    while (rs.finished < NTHREADS) {
-        aio_poll(rs.ctx, true);
-    }
-    for (int i = 0; i < NTHREADS; i++) {
-        test_thread_join(t[i]);
-    }
-    /* Runs still pending from the last batches happen now. */
-    test_aio_drain(rs.ctx);
+    /* Runs still pending from the last batches happen at the end. */
+    test_run_until_finished(rs.ctx, &rs.finished, NTHREADS, t);
     test_watchdog_cancel();
 
     for (int i = 0; i < NTHREADS; i++) {

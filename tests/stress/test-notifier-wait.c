@@ -179,13 +179,7 @@ TEST(notifier_wait_switches_under_cross_thread_changes)
     for (int i = 0; i < NTHREADS; i++) {
         t[i] = test_thread_start(worker_thread, &w[i]);
     }
-    while (finished < NTHREADS) {
-        aio_poll(ctx, true);
-    }
-    for (int i = 0; i < NTHREADS; i++) {
-        test_thread_join(t[i]);
-    }
-    test_aio_drain(ctx);
+    test_run_until_finished(ctx, &finished, NTHREADS, t);
     test_watchdog_cancel();
 
     direct = ctx->notifier_reads;

@@ -545,6 +545,7 @@ typedef struct Nest {
     int depth_at_run[8];
     int n;
     int nested_ret;     /* -1: no nested call made */
+    QEMUBH *then;       /* if set, scheduled right before the nested call */
 } Nest;
 
 static void nest_cb(Nest *s, int id)
@@ -555,6 +556,9 @@ static void nest_cb(Nest *s, int id)
     }
     s->n++;
     if (s->depth == 0 && s->nested_ret == -1) {
+        if (s->then) {
+            qemu_bh_schedule(s->then);
+        }
         s->depth++;
         s->nested_ret = aio_poll(s->ctx, false);
         s->depth--;
@@ -576,6 +580,16 @@ static void nest_cb2(void *opaque)
     nest_cb(opaque, 2);
 }
 
+/* All three ran, the first outside any nested call. */
+static void nest_check_three_ran(const Nest *s)
+{
+    printf("# run order: %d (depth %d), %d (depth %d), %d (depth %d)\n",
+           s->order[0], s->depth_at_run[0], s->order[1], s->depth_at_run[1],
+           s->order[2], s->depth_at_run[2]);
+    ASSERT_INT(s->n, ==, 3);
+    ASSERT_INT(s->depth_at_run[0], ==, 0);
+}
+
 TEST(bh_nested_aio_poll_finishes_parent_slice)
 {
     AioContext *ctx = test_aio_context_new();
@@ -590,11 +604,7 @@ TEST(bh_nested_aio_poll_finishes_parent_slice)
         qemu_bh_schedule(s.bh[i]);
     }
     ASSERT_TRUE(aio_poll(ctx, false));
-    printf("# run order: %d (depth %d), %d (depth %d), %d (depth %d)\n",
-           s.order[0], s.depth_at_run[0], s.order[1], s.depth_at_run[1],
-           s.order[2], s.depth_at_run[2]);
-    ASSERT_INT(s.n, ==, 3);
-    ASSERT_INT(s.depth_at_run[0], ==, 0);
+    nest_check_three_ran(&s);
     /* The two others ran inside the nested aio_poll(), which made progress. */
     ASSERT_INT(s.depth_at_run[1], ==, 1);
     ASSERT_INT(s.depth_at_run[2], ==, 1);
@@ -622,48 +632,9 @@ TEST(bh_nested_aio_poll_finishes_parent_slice)
  * nested aio_poll(): that call must still finish the parent's slice before
  * it runs the new BH, although the new one is all its own list holds.
  */
-typedef struct NestLocal {
-    AioContext *ctx;
-    QEMUBH *bh[3]; /* two scheduled by kick, the third by the first to run */
-    QEMUBH *kick;
-    int order[8];
-    int depth_at_run[8];
-    int n;
-    int depth;
-} NestLocal;
-
-static void nest_local_cb(NestLocal *s, int id)
+static void nest_kick(void *opaque)
 {
-    if (s->n < 8) {
-        s->order[s->n] = id;
-        s->depth_at_run[s->n] = s->depth;
-    }
-    if (s->n++ == 0) {
-        qemu_bh_schedule(s->bh[2]);
-        s->depth++;
-        aio_poll(s->ctx, false);
-        s->depth--;
-    }
-}
-
-static void nest_local_cb0(void *opaque)
-{
-    nest_local_cb(opaque, 0);
-}
-
-static void nest_local_cb1(void *opaque)
-{
-    nest_local_cb(opaque, 1);
-}
-
-static void nest_local_cb2(void *opaque)
-{
-    nest_local_cb(opaque, 2);
-}
-
-static void nest_local_kick(void *opaque)
-{
-    NestLocal *s = opaque;
+    Nest *s = opaque;
 
     qemu_bh_schedule(s->bh[0]);
     qemu_bh_schedule(s->bh[1]);
@@ -672,23 +643,21 @@ static void nest_local_kick(void *opaque)
 TEST(bh_nested_aio_poll_finishes_parent_slice_before_own_bh)
 {
     AioContext *ctx = test_aio_context_new();
-    NestLocal s = { .ctx = ctx };
-    QEMUBHFunc *cbs[3] = { nest_local_cb0, nest_local_cb1, nest_local_cb2 };
+    Nest s = { .ctx = ctx, .nested_ret = -1 };
+    QEMUBHFunc *cbs[3] = { nest_cb0, nest_cb1, nest_cb2 };
+    QEMUBH *kick;
 
     for (int i = 0; i < 3; i++) {
         s.bh[i] = aio_bh_new_full(ctx, cbs[i], &s, "nest-local", NULL);
     }
-    s.kick = aio_bh_new_full(ctx, nest_local_kick, &s, "kick", NULL);
+    s.then = s.bh[2];
+    kick = aio_bh_new_full(ctx, nest_kick, &s, "kick", NULL);
     test_aio_drain(ctx);
-    qemu_bh_schedule(s.kick);
+    qemu_bh_schedule(kick);
     ASSERT_TRUE(aio_poll(ctx, false)); /* kick: schedules bh[0], bh[1] */
     ASSERT_INT(s.n, ==, 0);
     ASSERT_TRUE(aio_poll(ctx, false));
-    printf("# run order: %d (depth %d), %d (depth %d), %d (depth %d)\n",
-           s.order[0], s.depth_at_run[0], s.order[1], s.depth_at_run[1],
-           s.order[2], s.depth_at_run[2]);
-    ASSERT_INT(s.n, ==, 3);
-    ASSERT_INT(s.depth_at_run[0], ==, 0);
+    nest_check_three_ran(&s);
     /* The parent's other BH first, then the one scheduled in between. */
     ASSERT_INT(s.order[0] + s.order[1], ==, 0 + 1);
     ASSERT_INT(s.depth_at_run[1], ==, 1);
@@ -699,7 +668,7 @@ TEST(bh_nested_aio_poll_finishes_parent_slice_before_own_bh)
     for (int i = 0; i < 3; i++) {
         qemu_bh_delete(s.bh[i]);
     }
-    qemu_bh_delete(s.kick);
+    qemu_bh_delete(kick);
     aio_poll(ctx, false);
     aio_context_unref(ctx);
 }
