@@ -39,4 +39,7 @@ typedef struct ThreadPoolStats {
 /* A consistent snapshot (taken under the pool lock); any thread. */
 void thread_pool_get_stats(ThreadPool *pool, ThreadPoolStats *stats);
 
+/* Jobs submitted whose completion callback has not run yet; no lock. */
+int thread_pool_inflight(ThreadPool *pool);
+
 #endif

@@ -747,6 +747,11 @@ void thread_pool_submit(ThreadPoolFunc *func, void *arg)
     thread_pool_submit_aio(func, arg, NULL, NULL);
 }
 
+int thread_pool_inflight(ThreadPool *pool)
+{
+    return qatomic_read(&pool->inflight);
+}
+
 void thread_pool_get_stats(ThreadPool *pool, ThreadPoolStats *stats)
 {
     pthread_mutex_lock(&pool->lock);

@@ -2179,6 +2179,73 @@ TEST(idle_notifier_wakes_outer_poll)
     aio_context_unref(ctx);
 }
 
+typedef struct HeldJob {
+    sem_t release;
+    pid_t home;
+    bool done;
+} HeldJob;
+
+static int held_job(void *opaque)
+{
+    HeldJob *j = opaque;
+
+    sem_wait(&j->release);
+    return 0;
+}
+
+static void held_job_done(void *opaque, int ret)
+{
+    HeldJob *j = opaque;
+
+    (void)ret;
+    j->done = true;
+}
+
+static void *held_job_releaser(void *opaque)
+{
+    HeldJob *j = opaque;
+
+    test_wait_thread_sleeping(j->home, NULL);
+    sem_post(&j->release);
+    return NULL;
+}
+
+/*
+ * io_uring: with a thread-pool job in flight the wait is io_uring_enter(),
+ * not a read() of the notifier, although the notifier is the only handler
+ * (see work_in_other_threads() in fdmon-io_uring.c).  The job completes
+ * and wakes the loop either way.
+ */
+TEST(io_uring_pool_job_in_flight_waits_in_ring)
+{
+    AioContext *ctx = test_aio_context_new();
+    HeldJob j = { .home = test_gettid() };
+    uint64_t reads0;
+    pthread_t t;
+
+    if (strcmp(aioloop_context_fdmon_name(ctx), "io_uring") != 0 ||
+        !notifier_make_idle(ctx)) {
+        printf("# skipped: io_uring with a directly read notifier only\n");
+        aio_context_unref(ctx);
+        return;
+    }
+    sem_init(&j.release, 0, 0);
+    qemu_set_current_aio_context(ctx);
+    reads0 = ctx->notifier_reads;
+    test_watchdog("pool job completion did not wake aio_poll", WATCHDOG_S);
+    thread_pool_submit_aio(held_job, &j, held_job_done, &j);
+    t = test_thread_start(held_job_releaser, &j);
+    while (!j.done) {
+        aio_poll(ctx, true);
+    }
+    test_thread_join(t);
+    test_watchdog_cancel();
+    ASSERT_UINT(ctx->notifier_reads, ==, reads0);
+    qemu_set_current_aio_context(NULL);
+    sem_destroy(&j.release);
+    aio_context_unref(ctx);
+}
+
 TEST(io_uring_wakeup_reads_no_eventfd)
 {
     static const long trapped[] = { __NR_read, -1 };
@@ -2337,5 +2404,6 @@ RUN_TESTS(T(fd_read_level_triggered_pipe),
           T(notifier_alone_waits_in_read),
           T(handler_added_during_notifier_read_is_watched),
           T(idle_notifier_wakes_outer_poll),
+          T(io_uring_pool_job_in_flight_waits_in_ring),
           T(io_uring_pending_task_work_counts_as_ready),
           T(many_fds_dispatch_exactly_the_ready_ones))
