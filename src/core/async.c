@@ -765,9 +765,9 @@ int64_t aio_compute_timeout(AioContext *ctx)
     QEMUBH *first = QSLIST_FIRST(&ctx->bh_local);
 
     /* A BH scheduled here, plainly (the W1 chain): no frame to set up. */
-    if (first &&
-        __atomic_load_n(&first->local, __ATOMIC_RELAXED) == BH_LOCAL_SCHEDULED &&
-        !(qatomic_read(&first->flags) & BH_DELETED)) {
+    if (first && !(qatomic_read(&first->flags) & BH_DELETED) &&
+        __atomic_load_n(&first->local, __ATOMIC_RELAXED) ==
+            BH_LOCAL_SCHEDULED) {
         return 0;
     }
     return compute_timeout(ctx);

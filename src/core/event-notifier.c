@@ -171,7 +171,6 @@ static int test_and_clear(EventNotifier *e, bool nowait)
     if (is_eventfd(e)) {
         /* One read returns the whole counter and resets it to zero. */
         uint64_t value;
-
         struct iovec iov = { &value, sizeof(value) };
 
         do {

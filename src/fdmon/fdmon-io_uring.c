@@ -62,7 +62,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../core/aio-internal.h"
 #include "../core/thread-pool-internal.h"

@@ -256,8 +256,8 @@ static inline bool test_syscall_is_wait(long nr)
     case SYS_io_uring_enter:
 #endif
     /*
-     * The io_uring monitor reads the context's eventfd when nothing but
-     * aio_notify() can wake it (fdmon-io_uring.c, read_notifier()).
+     * A context whose only handler is its own notifier waits in a read()
+     * of its eventfd, under every monitor (aio_notifier_read()).
      */
     case SYS_read:
 #ifdef SYS_restart_syscall
