@@ -2080,11 +2080,13 @@ static bool notifier_make_idle(AioContext *ctx)
     return true;
 }
 
+/* Once the home thread sleeps: register a handler on p's fd and kick it. */
 typedef struct LateHandler {
     AioContext *ctx;
     pid_t home;
     Pollable *p;
-    QEMUBH *bh; /* or, with no fd: scheduled once the home thread sleeps */
+    QEMUBH *bh;       /* or, with no fd: schedule this */
+    sem_t *release;   /* or, with no fd and no BH: post this */
 } LateHandler;
 
 static void *late_handler_thread(void *opaque)
@@ -2092,6 +2094,10 @@ static void *late_handler_thread(void *opaque)
     LateHandler *h = opaque;
 
     test_wait_thread_sleeping(h->home, NULL);
+    if (h->release) {
+        sem_post(h->release);
+        return NULL;
+    }
     if (h->bh) {
         qemu_bh_schedule(h->bh);
         return NULL;
@@ -2179,35 +2185,12 @@ TEST(idle_notifier_wakes_outer_poll)
     aio_context_unref(ctx);
 }
 
-typedef struct HeldJob {
-    sem_t release;
-    pid_t home;
-    bool done;
-} HeldJob;
-
-static int held_job(void *opaque)
+static void slow_disk_blocker_done(void *opaque, int ret)
 {
-    HeldJob *j = opaque;
+    SlowDisk *d = opaque;
 
-    sem_wait(&j->release);
-    return 0;
-}
-
-static void held_job_done(void *opaque, int ret)
-{
-    HeldJob *j = opaque;
-
-    (void)ret;
-    j->done = true;
-}
-
-static void *held_job_releaser(void *opaque)
-{
-    HeldJob *j = opaque;
-
-    test_wait_thread_sleeping(j->home, NULL);
-    sem_post(&j->release);
-    return NULL;
+    d->ret = ret;
+    d->done = true;
 }
 
 /*
@@ -2219,7 +2202,9 @@ static void *held_job_releaser(void *opaque)
 TEST(io_uring_pool_job_in_flight_waits_in_ring)
 {
     AioContext *ctx = test_aio_context_new();
-    HeldJob j = { .home = test_gettid() };
+    SlowDisk d = { .fd = -1 };
+    LateHandler h = { .ctx = ctx, .home = test_gettid(),
+                      .release = &d.release };
     uint64_t reads0;
     pthread_t t;
 
@@ -2229,20 +2214,21 @@ TEST(io_uring_pool_job_in_flight_waits_in_ring)
         aio_context_unref(ctx);
         return;
     }
-    sem_init(&j.release, 0, 0);
+    ASSERT_EQ(sem_init(&d.release, 0, 0), 0);
     qemu_set_current_aio_context(ctx);
     reads0 = ctx->notifier_reads;
     test_watchdog("pool job completion did not wake aio_poll", WATCHDOG_S);
-    thread_pool_submit_aio(held_job, &j, held_job_done, &j);
-    t = test_thread_start(held_job_releaser, &j);
-    while (!j.done) {
+    thread_pool_submit_aio(slow_disk_blocker, &d, slow_disk_blocker_done, &d);
+    t = test_thread_start(late_handler_thread, &h);
+    while (!d.done) {
         aio_poll(ctx, true);
     }
     test_thread_join(t);
     test_watchdog_cancel();
+    ASSERT_EQ(d.ret, 0);
     ASSERT_UINT(ctx->notifier_reads, ==, reads0);
     qemu_set_current_aio_context(NULL);
-    sem_destroy(&j.release);
+    sem_destroy(&d.release);
     aio_context_unref(ctx);
 }
 
