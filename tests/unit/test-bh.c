@@ -256,6 +256,7 @@ typedef struct DeletePair {
     QEMUBH *bh[2];
     unsigned runs[2];
     bool deleted[2];
+    bool reschedule;    /* schedule the other again before deleting it */
 } DeletePair;
 
 static void pair_cb(DeletePair *p, int me)
@@ -264,6 +265,9 @@ static void pair_cb(DeletePair *p, int me)
 
     p->runs[me]++;
     if (!p->deleted[other]) {
+        if (p->reschedule) {
+            qemu_bh_schedule(p->bh[other]);
+        }
         qemu_bh_delete(p->bh[other]);
         p->deleted[other] = true;
     }
@@ -309,36 +313,14 @@ TEST(bh_delete_sibling_in_same_batch)
  * the next aio_bh_poll() or, if none comes, when the context goes, not
  * reported as leaked.
  */
-static void resched_delete_cb(DeletePair *p, int me)
-{
-    int other = !me;
-
-    p->runs[me]++;
-    if (!p->deleted[other]) {
-        qemu_bh_schedule(p->bh[other]);
-        qemu_bh_delete(p->bh[other]);
-        p->deleted[other] = true;
-    }
-}
-
-static void resched_delete_cb0(void *opaque)
-{
-    resched_delete_cb(opaque, 0);
-}
-
-static void resched_delete_cb1(void *opaque)
-{
-    resched_delete_cb(opaque, 1);
-}
-
 static void resched_delete_sibling(bool poll_again)
 {
     AioContext *ctx = test_aio_context_new();
-    DeletePair p = { 0 };
+    DeletePair p = { .reschedule = true };
 
     test_aio_drain(ctx);
-    p.bh[0] = aio_bh_new(ctx, resched_delete_cb0, &p);
-    p.bh[1] = aio_bh_new(ctx, resched_delete_cb1, &p);
+    p.bh[0] = aio_bh_new(ctx, pair_cb0, &p);
+    p.bh[1] = aio_bh_new(ctx, pair_cb1, &p);
     qemu_bh_schedule(p.bh[0]);
     qemu_bh_schedule(p.bh[1]);
     ASSERT_TRUE(aio_poll(ctx, false));
