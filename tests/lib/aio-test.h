@@ -29,6 +29,7 @@
 #include <aioloop/aio.h>
 
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -450,19 +451,170 @@ static inline void test_expect_clean_exit(void (*fn)(void *), void *opaque)
 /* ---- watchdog: a hang becomes a failure that says what hung ------------ */
 
 static const char *test_watchdog_what;
+static volatile sig_atomic_t test_watchdog_fired;
 
+/*
+ * The dump below runs in a child made by a raw clone(): only raw system
+ * calls there, since a libc or sanitizer lock held by some thread of the
+ * parent at the clone stays held for ever in the child.
+ */
+static inline void test_raw_str(const char *s)
+{
+    size_t len = 0;
+
+    while (s[len]) {
+        len++;
+    }
+    syscall(SYS_write, STDERR_FILENO, s, len);
+}
+
+static inline void test_raw_int(long v)
+{
+    char buf[24];
+    int i = (int)sizeof(buf) - 1;
+
+    buf[i] = '\0';
+    do {
+        buf[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v && i > 0);
+    test_raw_str(buf + i);
+}
+
+/* Copy /proc/@pid/task/@tid/@file to stderr. */
+static inline void test_raw_dump_file(long pid, const char *tid,
+                                      const char *file)
+{
+    char path[128] = "/proc/";
+    char num[24];
+    char buf[2048];
+    long len, n, fd;
+    int i = (int)sizeof(num) - 1, p = 6;
+
+    num[i] = '\0';
+    do {
+        num[--i] = (char)('0' + pid % 10);
+        pid /= 10;
+    } while (pid);
+    for (const char *parts[] = { num + i, "/task/", tid, "/", file, NULL },
+         **q = parts; *q; q++) {
+        for (const char *c = *q; *c && p < (int)sizeof(path) - 1; c++) {
+            path[p++] = *c;
+        }
+    }
+    path[p] = '\0';
+    fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+    test_raw_str("#   ");
+    test_raw_str(file);
+    test_raw_str(": ");
+    len = 0;
+    while ((n = syscall(SYS_read, fd, buf, sizeof(buf) - 1)) > 0) {
+        buf[n] = '\0';
+        test_raw_str(buf);
+        len = n;
+    }
+    syscall(SYS_close, fd);
+    if (len <= 0 || buf[len - 1] != '\n') {
+        test_raw_str("\n");
+    }
+}
+
+/*
+ * For each thread of @pid: its name, the system call it is blocked in
+ * (number and arguments), the kernel's wait channel and, for root, the
+ * kernel stack.  A hang in CI then says which wait never ended.
+ */
+static inline void test_raw_dump_threads(long pid)
+{
+    char path[64] = "/proc/";
+    char buf[4096];
+    long n, fd;
+    int p = 6;
+    char num[24];
+    int i = (int)sizeof(num) - 1;
+    long v = pid;
+
+    num[i] = '\0';
+    do {
+        num[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (const char *c = num + i; *c; c++) {
+        path[p++] = *c;
+    }
+    for (const char *c = "/task"; *c; c++) {
+        path[p++] = *c;
+    }
+    path[p] = '\0';
+    fd = syscall(SYS_openat, AT_FDCWD, path,
+                 O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+    while ((n = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0) {
+        for (long off = 0; off < n;) {
+            /* struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type */
+            unsigned short reclen;
+            const char *name = buf + off + 19;
+
+            memcpy(&reclen, buf + off + 16, sizeof(reclen));
+            off += reclen;
+            if (name[0] == '.') {
+                continue;
+            }
+            test_raw_str("# thread ");
+            test_raw_str(name);
+            test_raw_str("\n");
+            test_raw_dump_file(pid, name, "comm");
+            test_raw_dump_file(pid, name, "syscall");
+            test_raw_dump_file(pid, name, "wchan");
+            test_raw_dump_file(pid, name, "stack");
+        }
+    }
+    syscall(SYS_close, fd);
+}
+
+/*
+ * First expiry: say what hung, then let a child read the threads' state
+ * from /proc while this process goes back to waiting (the handler runs
+ * on one of the threads, so the process cannot look at itself).  Second
+ * expiry, 3 s later: exit.  A hang that a signal ends was a lost wake-up;
+ * test_watchdog_cancel() says so and fails all the same.
+ */
 static inline void test_watchdog_fire(int sig)
 {
     const char *what = test_watchdog_what ? test_watchdog_what : "?";
-    static const char head[] = "FAIL: watchdog: timed out: ";
+    void *frames[64];
+    long child;
 
     (void)sig;
-    if (write(STDERR_FILENO, head, sizeof(head) - 1) < 0 ||
-        write(STDERR_FILENO, what, strlen(what)) < 0 ||
-        write(STDERR_FILENO, "\n", 1) < 0) {
-        /* Nothing more can be done from a signal handler. */
+    if (test_watchdog_fired) {
+        test_raw_str("FAIL: watchdog: still hung, exiting\n");
+        syscall(SYS_exit_group, 1);
     }
-    _exit(1);
+    test_watchdog_fired = 1;
+    test_raw_str("FAIL: watchdog: timed out: ");
+    test_raw_str(what);
+    test_raw_str("\n# the thread the signal interrupted "
+                 "(addr2line -e BINARY OFFSET):\n");
+    backtrace_symbols_fd(frames, backtrace(frames, 64), STDERR_FILENO);
+    child = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (child == 0) {
+        struct timespec ts = { 0, 300 * 1000 * 1000 };
+        long parent = syscall(SYS_getppid);
+
+        syscall(SYS_nanosleep, &ts, NULL);
+        test_raw_str("# the threads, 0.3 s after the timeout:\n");
+        test_raw_dump_threads(parent);
+        syscall(SYS_exit_group, 0);
+    }
+    if (child < 0) {
+        syscall(SYS_exit_group, 1);
+    }
+    alarm(3);
 }
 
 /*
@@ -472,6 +624,10 @@ static inline void test_watchdog_fire(int sig)
  */
 static inline void test_watchdog(const char *what, unsigned seconds)
 {
+    void *frame;
+
+    /* The first backtrace() loads libgcc_s, which a handler must not do. */
+    backtrace(&frame, 1);
     test_watchdog_what = what;
     signal(SIGALRM, test_watchdog_fire);
     alarm(seconds);
@@ -480,6 +636,12 @@ static inline void test_watchdog(const char *what, unsigned seconds)
 static inline void test_watchdog_cancel(void)
 {
     alarm(0);
+    if (test_watchdog_fired) {
+        fprintf(stderr, "FAIL: watchdog: %s went on after the timeout's "
+                "signal interrupted it (a lost wake-up?)\n",
+                test_watchdog_what ? test_watchdog_what : "?");
+        _exit(1);
+    }
     test_watchdog_what = NULL;
 }
 
