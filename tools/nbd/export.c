@@ -574,17 +574,58 @@ static void export_disconnect_all(NBDExport *exp)
     export_free_clients(exp);
 }
 
-static int export_flush(NBDExport *exp)
+/*
+ * The final flush of an export's image, in a thread of the main loop's
+ * pool: fdatasync() of a large dirty image can take seconds, and the main
+ * loop (the monitor, exports without an IOThread) keeps serving meanwhile
+ * in AIO_WAIT_WHILE().  Several exports' flushes go together, so shutdown
+ * waits for the slowest, not for the sum of them.  *pending counts the
+ * flushes not done yet (main thread); the result lands in exp->flush_ret.
+ */
+typedef struct ExportFlush {
+    NBDExport *exp;
+    unsigned *pending;
+} ExportFlush;
+
+static int export_flush_worker(void *opaque)
 {
-    if (exp->writable && fdatasync(exp->fd) < 0) {
-        return -errno;
+    ExportFlush *f = opaque;
+
+    return fdatasync(f->exp->fd) < 0 ? -errno : 0;
+}
+
+static void export_flush_done(void *opaque, int ret)
+{
+    ExportFlush *f = opaque;
+
+    f->exp->flush_ret = ret;
+    (*f->pending)--;
+    free(f);
+}
+
+static void export_flush_start(NBDExport *exp, unsigned *pending)
+{
+    ExportFlush *f;
+
+    exp->flush_ret = 0;
+    if (!exp->writable) {
+        return;
     }
-    return 0;
+    f = malloc(sizeof(*f));
+    if (!f) {
+        /* Not worth failing a shutdown for: flush here and now. */
+        exp->flush_ret = fdatasync(exp->fd) < 0 ? -errno : 0;
+        return;
+    }
+    *f = (ExportFlush){ .exp = exp, .pending = pending };
+    (*pending)++;
+    thread_pool_submit_aio(export_flush_worker, f, export_flush_done, f);
 }
 
 int nbd_export_del(NBDServer *srv, const char *id, bool hard, Error **errp)
 {
     NBDExport *exp = nbd_export_by_id(srv, id), **pp;
+    unsigned pending = 0;
     int ret;
 
     if (!exp || exp->deleting) {
@@ -609,7 +650,9 @@ int nbd_export_del(NBDServer *srv, const char *id, bool hard, Error **errp)
     }
     exp->moving = true;
     export_disconnect_all(exp);
-    ret = export_flush(exp);
+    export_flush_start(exp, &pending);
+    AIO_WAIT_WHILE(NULL, pending > 0);
+    ret = exp->flush_ret;
     for (pp = &srv->exports; *pp != exp; pp = &(*pp)->next) {
     }
     *pp = exp->next;
@@ -637,33 +680,10 @@ static bool exports_busy(NBDServer *srv)
     return false;
 }
 
-/* One export's final flush, run by a thread of the main loop's pool. */
-typedef struct ExportFlush {
-    int fd;
-    int ret;
-    unsigned *pending; /* main thread */
-} ExportFlush;
-
-static int export_flush_worker(void *opaque)
-{
-    ExportFlush *f = opaque;
-
-    return fdatasync(f->fd) < 0 ? -errno : 0;
-}
-
-static void export_flush_done(void *opaque, int ret)
-{
-    ExportFlush *f = opaque;
-
-    f->ret = ret;
-    (*f->pending)--;
-}
-
 int nbd_exports_shutdown(NBDServer *srv)
 {
     NBDExport *exp;
-    ExportFlush *flushes;
-    unsigned n = 0, pending = 0;
+    unsigned pending = 0;
     int ret = 0;
 
     /*
@@ -671,7 +691,7 @@ int nbd_exports_shutdown(NBDServer *srv)
      * wait NBD_DRAIN_STALL_NS for clients that do not read their replies,
      * and in turn that is as many times over as there are exports, past
      * a service manager's stop timeout with a few dozen of them.  Together
-     * the wait is that of the slowest export.
+     * the wait is that of the slowest export.  The final flushes likewise.
      */
     for (exp = srv->exports; exp; exp = exp->next) {
         export_set_deleting(exp);
@@ -681,38 +701,12 @@ int nbd_exports_shutdown(NBDServer *srv)
     for (exp = srv->exports; exp; exp = exp->next) {
         export_drain_wait_cuts(exp);
         export_free_clients(exp);
-        n++;
-    }
-    /*
-     * The final flushes together too, in the main loop's thread pool: one
-     * after the other they took the sum of every image's fdatasync(),
-     * which for images on different disks (or a slow one) is again past
-     * a stop timeout; together they take the slowest.
-     */
-    flushes = calloc(n ? n : 1, sizeof(*flushes));
-    if (!flushes) {
-        for (exp = srv->exports; exp; exp = exp->next) {
-            int r = export_flush(exp);
-
-            ret = ret ? ret : r;
-        }
-        return ret;
-    }
-    n = 0;
-    for (exp = srv->exports; exp; exp = exp->next) {
-        if (exp->writable) {
-            flushes[n] = (ExportFlush){ .fd = exp->fd, .pending = &pending };
-            pending++;
-            thread_pool_submit_aio(export_flush_worker, &flushes[n],
-                                   export_flush_done, &flushes[n]);
-            n++;
-        }
+        export_flush_start(exp, &pending);
     }
     AIO_WAIT_WHILE(NULL, pending > 0);
-    for (unsigned i = 0; i < n; i++) {
-        ret = ret ? ret : flushes[i].ret;
+    for (exp = srv->exports; exp && ret == 0; exp = exp->next) {
+        ret = exp->flush_ret;
     }
-    free(flushes);
     return ret;
 }
 

@@ -99,6 +99,7 @@ struct NBDExport {
     bool moving;              /* a drained section is open (main thread) */
     QEMUTimer *stall_timer;   /* the drain's, in the main context */
     unsigned stall_cuts;      /* stalled-client cuts scheduled, not run (atomic) */
+    int flush_ret;            /* the final flush's result (main thread) */
 
     unsigned busy;            /* coroutines of attached clients (atomic) */
     unsigned in_flight;       /* requests being served (atomic) */
