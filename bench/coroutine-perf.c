@@ -162,10 +162,11 @@ static double c1_floor(long n)
 /*
  * The switch with no call and no return around it: both loops switch
  * with inline asm, so the return-stack predictor never sees a return land
- * on a stack other than its call's.  An API switch cannot be shaped like
- * this (enter and yield are functions that return on different stacks);
- * the gap between this and the bare switch above is what the two
- * mispredicted returns per round trip cost on this CPU.
+ * on a stack other than its call's.  The bare switch above is called, but
+ * ends in a jump, not a return (see switch-x86_64.S), so the gap between
+ * the two is the call and the register saves.  An API switch still
+ * returns from enter and yield on stacks other than their calls': C1's
+ * gap over the bare switch is mostly those two mispredicted returns.
  */
 #define INLINE_SWITCH(save, load)                                            \
     do {                                                                     \
@@ -336,8 +337,9 @@ int main(void)
          15, "ns");
     if (inl >= 0) {
         printf("# C1 reference: the same switch with no call/return around "
-               "it %.1f ns; the difference from the bare switch is the two "
-               "return mispredictions of any function-shaped switch\n", inl);
+               "it %.1f ns; C1's gap over the bare switch is mostly the two "
+               "mispredicted returns of enter and yield, which return on "
+               "stacks other than their calls'\n", inl);
     }
     printf("# C1 reference: glibc swapcontext round trip %.0f ns (a "
            "sigprocmask syscall per switch, which the ucontext backend "

@@ -644,7 +644,12 @@ static void coroutine_delete(Coroutine *co)
         }                                                                    \
     } while (0)
 
-void qemu_aio_coroutine_enter(AioContext *ctx, Coroutine *co)
+/*
+ * Inlined into both entry points: qemu_coroutine_enter() jumping to
+ * qemu_aio_coroutine_enter() cost C1 (enter+yield) about 1 ns in 15.
+ */
+static inline __attribute__((always_inline)) void
+coroutine_enter(AioContext *ctx, Coroutine *co)
 {
     /* Coroutines woken meanwhile, to run after @co (depth-first). */
     QSIMPLEQ_HEAD(, Coroutine) pending;
@@ -705,9 +710,14 @@ void qemu_aio_coroutine_enter(AioContext *ctx, Coroutine *co)
     }
 }
 
+void qemu_aio_coroutine_enter(AioContext *ctx, Coroutine *co)
+{
+    coroutine_enter(ctx, co);
+}
+
 void qemu_coroutine_enter(Coroutine *co)
 {
-    qemu_aio_coroutine_enter(aio_tls_current_ctx, co);
+    coroutine_enter(aio_tls_current_ctx, co);
 }
 
 void qemu_coroutine_enter_if_inactive(Coroutine *co)
