@@ -536,6 +536,28 @@ def case_block_status_no_context():
         c.disconnect()
 
 
+def case_list_meta_after_set_keeps_selection():
+    """LIST_META_CONTEXT after SET_META_CONTEXT leaves the selection alone"""
+    # Found by fuzz-nbd-session: the LIST cleared SET's selection (and
+    # leaked it), so BLOCK_STATUS after GO was refused with EINVAL.
+    c = raw()
+    c.start()
+    c.structured_reply()
+    replies = c.set_meta_context("rw", ["base:allocation"])
+    check([r[0] for r in replies] == [n.REP_META_CONTEXT, n.REP_ACK],
+          "SET_META_CONTEXT base:allocation: replies %s"
+          % [rep_name(r[0]) for r in replies])
+    data = struct.pack(">I", 2) + b"rw" + struct.pack(">I", 0)
+    replies = c.option(n.OPT_LIST_META_CONTEXT, data)
+    check(replies[-1][0] == n.REP_ACK, "LIST_META_CONTEXT: %s"
+          % rep_name(replies[-1][0]))
+    c.go("rw")
+    err, _ = c.request(n.CMD_BLOCK_STATUS, 0, 4096)
+    check(err == 0, "BLOCK_STATUS after SET, LIST and GO: %s" % err_name(err))
+    still_serving(c, "BLOCK_STATUS after SET, LIST and GO")
+    c.disconnect()
+
+
 def case_half_payload_vanish():
     """client vanishing halfway through a 1 MiB write payload"""
     c = transmission()

@@ -293,7 +293,10 @@ static int coroutine_fn opt_meta_context(NBDClient *client, uint32_t opt,
             free(meta_export);
             return ret;
         }
-        client->meta_export = meta_export;
+        if (!list) {
+            /* LIST leaves SET's selection alone. */
+            client->meta_export = meta_export;
+        }
     }
     return opt_reply(client, opt, NBD_REP_ACK, NULL, 0);
 }
