@@ -578,54 +578,38 @@ static void export_disconnect_all(NBDExport *exp)
  * The final flush of an export's image, in a thread of the main loop's
  * pool: fdatasync() of a large dirty image can take seconds, and the main
  * loop (the monitor, exports without an IOThread) keeps serving meanwhile
- * in AIO_WAIT_WHILE().  Several exports' flushes go together, so shutdown
- * waits for the slowest, not for the sum of them.  *pending counts the
- * flushes not done yet (main thread); the result lands in exp->flush_ret.
+ * in AIO_WAIT_WHILE(srv->flushes_pending).  Several exports' flushes go
+ * together, so shutdown waits for the slowest, not for the sum of them.
+ * The result lands in exp->flush_ret.
  */
-typedef struct ExportFlush {
-    NBDExport *exp;
-    unsigned *pending;
-} ExportFlush;
-
 static int export_flush_worker(void *opaque)
 {
-    ExportFlush *f = opaque;
+    NBDExport *exp = opaque;
 
-    return fdatasync(f->exp->fd) < 0 ? -errno : 0;
+    return fdatasync(exp->fd) < 0 ? -errno : 0;
 }
 
 static void export_flush_done(void *opaque, int ret)
 {
-    ExportFlush *f = opaque;
+    NBDExport *exp = opaque;
 
-    f->exp->flush_ret = ret;
-    (*f->pending)--;
-    free(f);
+    exp->flush_ret = ret;
+    exp->srv->flushes_pending--;
 }
 
-static void export_flush_start(NBDExport *exp, unsigned *pending)
+static void export_flush_start(NBDExport *exp)
 {
-    ExportFlush *f;
-
     exp->flush_ret = 0;
-    if (!exp->writable) {
-        return;
+    if (exp->writable) {
+        exp->srv->flushes_pending++;
+        thread_pool_submit_aio(export_flush_worker, exp, export_flush_done,
+                               exp);
     }
-    f = malloc(sizeof(*f));
-    if (!f) {
-        /* Not worth failing a shutdown for: flush here and now. */
-        exp->flush_ret = fdatasync(exp->fd) < 0 ? -errno : 0;
-        return;
-    }
-    *f = (ExportFlush){ .exp = exp, .pending = pending };
-    (*pending)++;
-    thread_pool_submit_aio(export_flush_worker, f, export_flush_done, f);
 }
 
 int nbd_export_del(NBDServer *srv, const char *id, bool hard, Error **errp)
 {
     NBDExport *exp = nbd_export_by_id(srv, id), **pp;
-    unsigned pending = 0;
     int ret;
 
     if (!exp || exp->deleting) {
@@ -650,8 +634,8 @@ int nbd_export_del(NBDServer *srv, const char *id, bool hard, Error **errp)
     }
     exp->moving = true;
     export_disconnect_all(exp);
-    export_flush_start(exp, &pending);
-    AIO_WAIT_WHILE(NULL, pending > 0);
+    export_flush_start(exp);
+    AIO_WAIT_WHILE(NULL, srv->flushes_pending > 0);
     ret = exp->flush_ret;
     for (pp = &srv->exports; *pp != exp; pp = &(*pp)->next) {
     }
@@ -683,7 +667,6 @@ static bool exports_busy(NBDServer *srv)
 int nbd_exports_shutdown(NBDServer *srv)
 {
     NBDExport *exp;
-    unsigned pending = 0;
     int ret = 0;
 
     /*
@@ -701,9 +684,9 @@ int nbd_exports_shutdown(NBDServer *srv)
     for (exp = srv->exports; exp; exp = exp->next) {
         export_drain_wait_cuts(exp);
         export_free_clients(exp);
-        export_flush_start(exp, &pending);
+        export_flush_start(exp);
     }
-    AIO_WAIT_WHILE(NULL, pending > 0);
+    AIO_WAIT_WHILE(NULL, srv->flushes_pending > 0);
     for (exp = srv->exports; exp && ret == 0; exp = exp->next) {
         ret = exp->flush_ret;
     }

@@ -122,6 +122,7 @@ struct NBDServer {
     unsigned connections;     /* atomic */
     unsigned max_connections; /* 0: no limit */
     bool shutting_down;
+    unsigned flushes_pending; /* final flushes in the thread pool (main thread) */
 };
 
 /* export.c */
