@@ -624,10 +624,15 @@ static inline void test_watchdog_fire(int sig)
  */
 static inline void test_watchdog(const char *what, unsigned seconds)
 {
-    void *frame;
+    static bool primed;
 
     /* The first backtrace() loads libgcc_s, which a handler must not do. */
-    backtrace(&frame, 1);
+    if (!primed) {
+        void *frame;
+
+        backtrace(&frame, 1);
+        primed = true;
+    }
     test_watchdog_what = what;
     signal(SIGALRM, test_watchdog_fire);
     alarm(seconds);
