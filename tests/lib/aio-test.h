@@ -468,41 +468,40 @@ static inline void test_raw_str(const char *s)
     syscall(SYS_write, STDERR_FILENO, s, len);
 }
 
-static inline void test_raw_int(long v)
+/* Join @parts (NULL-ended; "" stands for @num in decimal) into @path. */
+static inline void test_raw_path(char *path, size_t size, long num,
+                                 const char *const *parts)
 {
-    char buf[24];
-    int i = (int)sizeof(buf) - 1;
+    char digits[24];
+    int d = (int)sizeof(digits) - 1;
+    size_t p = 0;
 
-    buf[i] = '\0';
+    digits[d] = '\0';
     do {
-        buf[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v && i > 0);
-    test_raw_str(buf + i);
+        digits[--d] = (char)('0' + num % 10);
+        num /= 10;
+    } while (num);
+    for (; *parts; parts++) {
+        const char *c = **parts ? *parts : digits + d;
+
+        while (*c && p < size - 1) {
+            path[p++] = *c++;
+        }
+    }
+    path[p] = '\0';
 }
 
 /* Copy /proc/@pid/task/@tid/@file to stderr. */
 static inline void test_raw_dump_file(long pid, const char *tid,
                                       const char *file)
 {
-    char path[128] = "/proc/";
-    char num[24];
+    const char *const parts[] = { "/proc/", "", "/task/", tid, "/", file,
+                                  NULL };
+    char path[128];
     char buf[2048];
-    long len, n, fd;
-    int i = (int)sizeof(num) - 1, p = 6;
+    long len = 0, n, fd;
 
-    num[i] = '\0';
-    do {
-        num[--i] = (char)('0' + pid % 10);
-        pid /= 10;
-    } while (pid);
-    for (const char *parts[] = { num + i, "/task/", tid, "/", file, NULL },
-         **q = parts; *q; q++) {
-        for (const char *c = *q; *c && p < (int)sizeof(path) - 1; c++) {
-            path[p++] = *c;
-        }
-    }
-    path[p] = '\0';
+    test_raw_path(path, sizeof(path), pid, parts);
     fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         return;
@@ -510,7 +509,6 @@ static inline void test_raw_dump_file(long pid, const char *tid,
     test_raw_str("#   ");
     test_raw_str(file);
     test_raw_str(": ");
-    len = 0;
     while ((n = syscall(SYS_read, fd, buf, sizeof(buf) - 1)) > 0) {
         buf[n] = '\0';
         test_raw_str(buf);
@@ -529,26 +527,12 @@ static inline void test_raw_dump_file(long pid, const char *tid,
  */
 static inline void test_raw_dump_threads(long pid)
 {
-    char path[64] = "/proc/";
+    const char *const parts[] = { "/proc/", "", "/task", NULL };
+    char path[64];
     char buf[4096];
     long n, fd;
-    int p = 6;
-    char num[24];
-    int i = (int)sizeof(num) - 1;
-    long v = pid;
 
-    num[i] = '\0';
-    do {
-        num[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (const char *c = num + i; *c; c++) {
-        path[p++] = *c;
-    }
-    for (const char *c = "/task"; *c; c++) {
-        path[p++] = *c;
-    }
-    path[p] = '\0';
+    test_raw_path(path, sizeof(path), pid, parts);
     fd = syscall(SYS_openat, AT_FDCWD, path,
                  O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
@@ -560,7 +544,8 @@ static inline void test_raw_dump_threads(long pid)
             unsigned short reclen;
             const char *name = buf + off + 19;
 
-            memcpy(&reclen, buf + off + 16, sizeof(reclen));
+            /* A plain load: no libc call in this child. */
+            __builtin_memcpy(&reclen, buf + off + 16, sizeof(reclen));
             off += reclen;
             if (name[0] == '.') {
                 continue;
