@@ -28,11 +28,26 @@
 #include <ucontext.h>
 #endif
 
+/*
+ * Whether an enter ends in the switch itself and the coroutine's yield
+ * returns straight to the enterer's caller (coroutine.c, coroutine_enter()).
+ * x86-64 asm backend only: the sanitizers need a hook after each switch,
+ * and aarch64 has no aioloop_co_switch_finish() yet.
+ */
+#if !CONFIG_COROUTINE_UCONTEXT && defined(__x86_64__) && \
+    !defined(AIOLOOP_ASAN) && !defined(AIOLOOP_TSAN)
+#define CO_DIRECT_RETURN 1
+#else
+#define CO_DIRECT_RETURN 0
+#endif
+
 typedef enum {
     COROUTINE_YIELD = 1,
     COROUTINE_TERMINATE = 2,
     COROUTINE_ENTER = 3,
 } CoroutineAction;
+
+typedef QSIMPLEQ_HEAD(CoroutineList, Coroutine) CoroutineList;
 
 struct Coroutine {
     CoroutineEntry *entry;
@@ -60,7 +75,7 @@ struct Coroutine {
     /* Link in a CoQueue or in another coroutine's co_queue_wakeup. */
     QSIMPLEQ_ENTRY(Coroutine) co_queue_next;
     /* Coroutines to enter when this one yields or ends (thread running it). */
-    QSIMPLEQ_HEAD(, Coroutine) co_queue_wakeup;
+    CoroutineList co_queue_wakeup;
     /* Link in ctx->scheduled_coroutines (lock-free push). */
     QSLIST_ENTRY(Coroutine) co_scheduled_next;
     /* Link in a pool list. */
@@ -81,6 +96,12 @@ struct Coroutine {
     void *tsan_fiber;
     unsigned valgrind_stack_id;
     bool is_leader;
+    /*
+     * CO_DIRECT_RETURN: entered by coroutine_enter() directly, so our
+     * yield or termination does the enterer's side of it (thread running
+     * us).  Set by every enter.
+     */
+    bool yield_finishes;
 };
 
 /* Called by the backend at a new coroutine's first entry; never returns. */
@@ -130,6 +151,16 @@ CoroutineAction co_backend_switch(Coroutine *from, Coroutine *to,
                                   void **fake_stack_save);
 #else
 long aioloop_co_switch(void **save_sp, void *new_sp, long action);
+#if CO_DIRECT_RETURN
+/*
+ * Like aioloop_co_switch(), but before returning on the other side it
+ * calls coroutine_enter_finish(@co, @action) there, with the other side's
+ * callee-saved registers already restored.
+ */
+void aioloop_co_switch_finish(void **save_sp, void *new_sp, Coroutine *co,
+                              long action);
+void coroutine_enter_finish(Coroutine *co, long action);
+#endif
 
 static inline __attribute__((always_inline))
 CoroutineAction co_backend_switch(Coroutine *from, Coroutine *to,

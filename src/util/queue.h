@@ -88,6 +88,7 @@
 
 #define QSIMPLEQ_HEAD(name, type)                                           \
     struct name { struct type *sqh_first; struct type **sqh_last; }
+#define QSIMPLEQ_HEAD_INITIALIZER(head) { NULL, &(head).sqh_first }
 #define QSIMPLEQ_ENTRY(type) struct { struct type *sqe_next; }
 #define QSIMPLEQ_INIT(head)                                                 \
     do {                                                                    \

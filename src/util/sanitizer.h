@@ -1,27 +1,11 @@
 /*
  * Which sanitizer the library is built with, for code that must tell them
  * what they cannot see (memory the library recycles, stacks it switches).
- *
- * gcc says so with __SANITIZE_*__, clang with __has_feature().
  */
 #ifndef AIOLOOP_SANITIZER_H
 #define AIOLOOP_SANITIZER_H
 
-#if defined(__SANITIZE_ADDRESS__)
-#define AIOLOOP_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define AIOLOOP_ASAN 1
-#endif
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-#define AIOLOOP_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define AIOLOOP_TSAN 1
-#endif
-#endif
+#include "sanitizer-detect.h"
 
 #ifdef AIOLOOP_ASAN
 #include <sanitizer/asan_interface.h>

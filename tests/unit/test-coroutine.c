@@ -284,6 +284,35 @@ TEST(mutual_wakeups_do_not_grow_the_stack)
     ASSERT_UINT(p.sp_max - p.sp_min, ==, 0);
 }
 
+static void coroutine_fn pingpong_outer(void *opaque)
+{
+    PingPong *p = opaque;
+
+    qemu_coroutine_enter(p->co[1]);
+    qemu_coroutine_enter(p->co[0]);
+}
+
+/*
+ * The same, entered from a coroutine with a 32 KiB stack: the enterer's
+ * side of each wake-up (entering the woken coroutine once the other has
+ * yielded) must not nest on the enterer's stack either, or 25,000 rounds
+ * run into its guard page.
+ */
+TEST(mutual_wakeups_do_not_grow_the_enterers_stack)
+{
+    PingPong p = { 0 };
+    Coroutine *outer;
+
+    ASSERT_EQ(aioloop_coroutine_set_stack_size(32 * 1024), 0);
+    outer = qemu_coroutine_create(pingpong_outer, &p);
+    ASSERT_EQ(aioloop_coroutine_set_stack_size(1u << 20), 0);
+    p.co[0] = qemu_coroutine_create(pingpong_fn, &p);
+    p.co[1] = qemu_coroutine_create(pingpong_b, &p);
+    qemu_coroutine_enter(outer);
+    ASSERT_UINT(p.rounds[0], ==, PINGPONG_ROUNDS);
+    ASSERT_UINT(p.rounds[1], ==, PINGPONG_ROUNDS);
+}
+
 /* ---- misuse -------------------------------------------------------------- */
 
 static void yield_outside(void *opaque)
@@ -798,6 +827,8 @@ RUN_TESTS(
     T(pool_trims_after_a_burst),
     T(pool_size_adjustment),
     T(stack_size_is_configurable),
+    /* After the pool tests: a stack size change empties the pools. */
+    T(mutual_wakeups_do_not_grow_the_enterers_stack),
     T(stack_overflow_faults),
     T(aio_co_schedule_runs_in_fifo_order_and_keeps_ref),
     T(aio_co_enter_from_coroutine_is_deferred),
