@@ -41,6 +41,53 @@
 #define NOTRACK
 #endif
 
+/*
+ * Save the callee-saved registers on this stack, store rsp in (%rdi), load
+ * %rsi and pop the other side's.  The CFI tracks the frame, which has the
+ * same shape on either stack.
+ */
+.macro SWAP_STACKS
+    pushq %rbp
+    .cfi_adjust_cfa_offset 8
+    pushq %rbx
+    .cfi_adjust_cfa_offset 8
+    pushq %r12
+    .cfi_adjust_cfa_offset 8
+    pushq %r13
+    .cfi_adjust_cfa_offset 8
+    pushq %r14
+    .cfi_adjust_cfa_offset 8
+    pushq %r15
+    .cfi_adjust_cfa_offset 8
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    .cfi_adjust_cfa_offset -8
+    popq %r14
+    .cfi_adjust_cfa_offset -8
+    popq %r13
+    .cfi_adjust_cfa_offset -8
+    popq %r12
+    .cfi_adjust_cfa_offset -8
+    popq %rbx
+    .cfi_adjust_cfa_offset -8
+    popq %rbp
+    .cfi_adjust_cfa_offset -8
+.endm
+
+/*
+ * Return to the address on top of the stack without ret (see the header
+ * comment).  rcx is a scratch register of the ABI.  NOTRACK: an indirect
+ * jump to a return address, which has no ENDBR, must be exempt from IBT
+ * where that is enforced.
+ */
+.macro JUMP_BACK
+    popq %rcx
+    .cfi_adjust_cfa_offset -8
+    .cfi_register rip, rcx
+    NOTRACK jmp *%rcx
+.endm
+
     .text
     .globl aioloop_co_switch
     .hidden aioloop_co_switch
@@ -49,28 +96,9 @@
 aioloop_co_switch:
     .cfi_startproc
     ENDBR
-    pushq %rbp
-    pushq %rbx
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
-    movq %rsp, (%rdi)
-    movq %rsi, %rsp
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %rbx
-    popq %rbp
+    SWAP_STACKS
     movq %rdx, %rax
-    /*
-     * Not ret: see the header comment.  rcx is a scratch register of the
-     * ABI.  NOTRACK: an indirect jump to a return address, which has no
-     * ENDBR, must be exempt from IBT where that is enforced.
-     */
-    popq %rcx
-    NOTRACK jmp *%rcx
+    JUMP_BACK
     .cfi_endproc
     .size aioloop_co_switch, . - aioloop_co_switch
 
@@ -83,8 +111,7 @@ aioloop_co_switch:
      * restored it calls coroutine_enter_finish(co, action) before jumping
      * to the return address: a coroutine entered with a direct return
      * (coroutine.c) yields or terminates through here when its enterer has
-     * work to do first.  The CFI follows the frame on either stack; it has
-     * the same shape on both.
+     * work to do first.
      */
     .globl aioloop_co_switch_finish
     .hidden aioloop_co_switch_finish
@@ -93,32 +120,7 @@ aioloop_co_switch:
 aioloop_co_switch_finish:
     .cfi_startproc
     ENDBR
-    pushq %rbp
-    .cfi_adjust_cfa_offset 8
-    pushq %rbx
-    .cfi_adjust_cfa_offset 8
-    pushq %r12
-    .cfi_adjust_cfa_offset 8
-    pushq %r13
-    .cfi_adjust_cfa_offset 8
-    pushq %r14
-    .cfi_adjust_cfa_offset 8
-    pushq %r15
-    .cfi_adjust_cfa_offset 8
-    movq %rsp, (%rdi)
-    movq %rsi, %rsp
-    popq %r15
-    .cfi_adjust_cfa_offset -8
-    popq %r14
-    .cfi_adjust_cfa_offset -8
-    popq %r13
-    .cfi_adjust_cfa_offset -8
-    popq %r12
-    .cfi_adjust_cfa_offset -8
-    popq %rbx
-    .cfi_adjust_cfa_offset -8
-    popq %rbp
-    .cfi_adjust_cfa_offset -8
+    SWAP_STACKS
     /* rsp is 8 mod 16 here, as at a function's entry: realign the call. */
     movq %rdx, %rdi
     movq %rcx, %rsi
@@ -127,10 +129,7 @@ aioloop_co_switch_finish:
     call coroutine_enter_finish
     addq $8, %rsp
     .cfi_adjust_cfa_offset -8
-    popq %rcx
-    .cfi_adjust_cfa_offset -8
-    .cfi_register rip, rcx
-    NOTRACK jmp *%rcx
+    JUMP_BACK
     .cfi_endproc
     .size aioloop_co_switch_finish, . - aioloop_co_switch_finish
 #endif /* CO_DIRECT_RETURN's condition (coroutine-int.h) */
