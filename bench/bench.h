@@ -203,9 +203,17 @@ void pp_ready(PingPong *pp);
  * Meaningless with both threads on one CPU.
  */
 double bench_line_pingpong(int cpu_a, int cpu_b, long n);
-/* "# LABEL, run by run: UNIT v[0] ...; cache-line ping-pong us/rt line[0] ..." */
-void bench_print_line_floor(const char *label, const char *unit,
-                            const double *v, const double *line, int n);
+/*
+ * Two threads pinned to @cpu_a and @cpu_b wake each other through futexes,
+ * sleeping in between, @n times: ns per round trip (two wake-ups), or -1.
+ * On one CPU, half of it is the least a hand-over between two threads that
+ * sleep can cost on this machine at that moment.
+ */
+double bench_futex_pingpong(int cpu_a, int cpu_b, long n);
+/* "# LABEL, run by run: UNIT v[0] ...; FLOOR_NAME line[0] ..." */
+void bench_print_floor(const char *label, const char *unit,
+                       const double *v, const char *floor_name,
+                       const double *line, int n);
 
 static inline bool pp_tick(PingPong *pp)
 {

@@ -127,12 +127,25 @@ static void placement(const char *label, int cpu_a, int cpu_b, int64_t poll_ns,
     acc_hops = 0;
     for (int r = 0; r < RUNS; r++) {
         v[r] = hop_run(cpu_a, cpu_b, poll_ns, n);
-        /* The machine's own floor in the same run (polled, split only). */
-        line[r] = poll_ns && cpu_a != cpu_b
-                  ? bench_line_pingpong(cpu_a, cpu_b, n / 10) / 1000.0 : -1;
+        /*
+         * The machine's own floor in the same run: polled and split, a
+         * cache line's round trip; on one CPU, where each hop hands the
+         * CPU from one sleeping thread to the other, a futex wake-up.
+         */
+        if (cpu_a == cpu_b) {
+            line[r] = bench_futex_pingpong(cpu_a, cpu_b, n / 10) / 2000.0;
+        } else {
+            line[r] = poll_ns ? bench_line_pingpong(cpu_a, cpu_b, n / 10)
+                                / 1000.0 : -1;
+        }
     }
-    if (line[0] >= 0) {
-        bench_print_line_floor(label, "us/hop", v, line, RUNS);
+    if (cpu_a == cpu_b) {
+        bench_print_floor(label, "us/hop", v,
+                          "futex wake-up between two threads us/direction",
+                          line, RUNS);
+    } else if (line[0] >= 0) {
+        bench_print_floor(label, "us/hop", v, "cache-line ping-pong us/rt",
+                          line, RUNS);
     }
     qsort(v, RUNS, sizeof(v[0]), cmp_double);
     printf("%-28s aioloop %8s us/hop | QEMU %s (quoted) | ratio vs QEMU %.2f "

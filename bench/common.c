@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 const char *const bench_peer_names[NPEERS] = {
@@ -296,8 +298,9 @@ double bench_line_pingpong(int cpu_a, int cpu_b, long n)
     return pp_run(&pp);
 }
 
-void bench_print_line_floor(const char *label, const char *unit,
-                            const double *v, const double *line, int n)
+void bench_print_floor(const char *label, const char *unit,
+                       const double *v, const char *floor_name,
+                       const double *line, int n)
 {
     char a[32];
 
@@ -305,11 +308,80 @@ void bench_print_line_floor(const char *label, const char *unit,
     for (int r = 0; r < n; r++) {
         printf(" %s", bench_fmt(a, sizeof(a), v[r]));
     }
-    printf("; cache-line ping-pong us/rt");
+    printf("; %s", floor_name);
     for (int r = 0; r < n; r++) {
         printf(" %s", bench_fmt(a, sizeof(a), line[r]));
     }
     printf("\n");
+}
+
+/* ---- the wake-up floor --------------------------------------------- */
+
+/*
+ * Two threads hand a turn back and forth through two futex words, each
+ * sleeping in FUTEX_WAIT until woken: the cheapest kernel wake-up and
+ * thread switch there is (no fd, no poll).  With both threads on one CPU
+ * every direction is a wake-up plus a switch.
+ */
+typedef struct FutexPP {
+    _Alignas(64) int turn[2];  /* 1: thread i may go; -1: stop */
+} FutexPP;
+
+static void futex_give(FutexPP *s, int i, int v)
+{
+    __atomic_store_n(&s->turn[i], v, __ATOMIC_RELEASE);
+    syscall(SYS_futex, &s->turn[i], FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* Wait for thread @i's turn; false when told to stop. */
+static bool futex_take(FutexPP *s, int i)
+{
+    int v;
+
+    while (!(v = __atomic_exchange_n(&s->turn[i], 0, __ATOMIC_ACQUIRE))) {
+        syscall(SYS_futex, &s->turn[i], FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    }
+    return v > 0;
+}
+
+static void *futex_thread_a(void *opaque)
+{
+    PingPong *pp = opaque;
+    FutexPP *s = pp->priv;
+
+    pp_ready(pp);
+    for (;;) {
+        futex_give(s, 1, 1);
+        futex_take(s, 0);
+        if (pp_tick(pp)) {
+            futex_give(s, 1, -1);
+            return NULL;
+        }
+    }
+}
+
+static void *futex_thread_b(void *opaque)
+{
+    PingPong *pp = opaque;
+    FutexPP *s = pp->priv;
+
+    pp_ready(pp);
+    while (futex_take(s, 1)) {
+        futex_give(s, 0, 1);
+    }
+    return NULL;
+}
+
+double bench_futex_pingpong(int cpu_a, int cpu_b, long n)
+{
+    PingPong pp;
+    FutexPP s = { { 0, 0 } };
+
+    pp_init(&pp, cpu_a, cpu_b, n);
+    pp.priv = &s;
+    pp.fn_a = futex_thread_a;
+    pp.fn_b = futex_thread_b;
+    return pp_run(&pp);
 }
 
 /* ---- W4 ---------------------------------------------------------------- */

@@ -298,7 +298,8 @@ static void print_line_floor(const double on[ROUNDS], const double line[ROUNDS])
     double ratio[ROUNDS], lo = -1, hi = -1;
     char a[32], b[32];
 
-    bench_print_line_floor("W2 split poll-on", "us/rt", on, line, ROUNDS);
+    bench_print_floor("W2 split poll-on", "us/rt", on,
+                      "cache-line ping-pong us/rt", line, ROUNDS);
     for (int r = 0; r < ROUNDS; r++) {
         ratio[r] = on[r] > 0 && line[r] > 0 ? on[r] / line[r] : -1;
         if (ratio[r] < 0) {
