@@ -907,41 +907,27 @@ bool aio_pending(AioContext *ctx)
     return result;
 }
 
-bool aio_poll(AioContext *ctx, bool blocking)
+/*
+ * Phases 2-7 of aio_poll(), inlined twice with @polling a constant: the
+ * copy for contexts that do not poll (the plain loop, W1's BH chain) keeps
+ * none of the polling state live and tests none of it.
+ */
+static inline __attribute__((always_inline)) bool
+aio_poll_phases(AioContext *ctx, bool blocking, const bool polling,
+                AioContext *saved_dispatch)
 {
     AioHandlerList ready_list = { NULL };
-    AioContext *saved_dispatch;
     bool progress = false;
     bool use_notify_me;
     bool missed = false;
     bool fdmon_woke = false;
     bool poll_hit = false;
     bool io_wait = false;
-    bool polling;
     int64_t timeout;
     int64_t start = 0;
     int64_t clock = 0; /* the latest clock reading, when polling */
     int64_t block_ns = -1;
-    unsigned gen;
 
-    aio_context_bind_home(ctx, "aio_poll");
-
-    /*
-     * Callbacks that run before we block (io_poll, io_poll_begin/end) must
-     * notify normally: the timeout is already computed.  Only the dispatch
-     * phase may skip the wake-up (see aio_bh_enqueue()).
-     */
-    saved_dispatch = aio_tls_dispatch_ctx;
-    aio_tls_dispatch_ctx = NULL;
-
-    /* Phase 1: become a walker of the handler list. */
-    aio_walk_begin(ctx);
-    gen = __atomic_load_n(&ctx->poll_params_gen, __ATOMIC_ACQUIRE);
-    if (unlikely(gen != ctx->poll_params_seen)) {
-        ctx->poll_params_seen = gen;
-        poll_reset_windows(ctx);
-    }
-    polling = qatomic_read(&ctx->poll_max_ns) != 0;
     if (polling) {
         start = clock = aio_clock_ns();
     }
@@ -1051,6 +1037,34 @@ bool aio_poll(AioContext *ctx, bool blocking)
 
     qatomic_set(&ctx->stats.iterations, ctx->stats.iterations + 1);
     return progress;
+}
+
+bool aio_poll(AioContext *ctx, bool blocking)
+{
+    AioContext *saved_dispatch;
+    unsigned gen;
+
+    aio_context_bind_home(ctx, "aio_poll");
+
+    /*
+     * Callbacks that run before we block (io_poll, io_poll_begin/end) must
+     * notify normally: the timeout is already computed.  Only the dispatch
+     * phase may skip the wake-up (see aio_bh_enqueue()).
+     */
+    saved_dispatch = aio_tls_dispatch_ctx;
+    aio_tls_dispatch_ctx = NULL;
+
+    /* Phase 1: become a walker of the handler list. */
+    aio_walk_begin(ctx);
+    gen = __atomic_load_n(&ctx->poll_params_gen, __ATOMIC_ACQUIRE);
+    if (unlikely(gen != ctx->poll_params_seen)) {
+        ctx->poll_params_seen = gen;
+        poll_reset_windows(ctx);
+    }
+    if (qatomic_read(&ctx->poll_max_ns) != 0) {
+        return aio_poll_phases(ctx, blocking, true, saved_dispatch);
+    }
+    return aio_poll_phases(ctx, blocking, false, saved_dispatch);
 }
 
 int64_t aioloop_context_get_poll_ns(AioContext *ctx)
