@@ -29,7 +29,7 @@
  * mispredict once for it, which the figures include.  Enter and yield now
  * end in this switch as tail calls (coroutine.c, CO_DIRECT_RETURN), so
  * their own returns, which landed on other stacks too, are gone as well:
- * C1 14.5-15.1 -> 6.9-7.8 ns.
+ * C1 14.4-15.1 -> 6.9-7.8 ns.
  */
 #include "sanitizer-detect.h"
 
