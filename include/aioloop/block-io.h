@@ -12,7 +12,8 @@
  *              adaptive polling covers them.
  *   threads    preadv/pwritev/fdatasync on the context's thread pool.
  *
- * The automatic choice is io_uring, then linux-aio, then threads.
+ * The automatic choice is io_uring, then linux-aio, then threads; under
+ * valgrind, threads (valgrind cannot follow the other two's kernel writes).
  * AIOLOOP_BLOCK_ENGINE=io_uring|linux-aio|threads forces one (read when a
  * context first needs an engine); aioloop_block_engine_select() sets one
  * explicitly.  A forced engine that cannot be set up is an error, never a
@@ -176,7 +177,8 @@ AIOLOOP_API int coroutine_fn luring_co_submit(BlockDriverState *bs, int fd,
  * @ctx: the context
  * @engine: the engine, or AIOLOOP_BLOCK_ENGINE_AUTO for the automatic
  *          choice (AIOLOOP_BLOCK_ENGINE in the environment, else the first
- *          that works of io_uring, linux-aio, threads)
+ *          that works of io_uring, linux-aio, threads; threads under
+ *          valgrind)
  * @errp: error object, set on failure
  *
  * May be called again to switch engines while no request is in flight on

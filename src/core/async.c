@@ -25,16 +25,9 @@
 #include "aio-internal.h"
 #include "thread-pool-internal.h"
 
-#include "aioloop-config.h"
 #include "../util/alloc.h"
 #include "../util/sanitizer.h"
-
-#if CONFIG_VALGRIND_H
-#include <valgrind/valgrind.h>
-#define UNDER_VALGRIND() (RUNNING_ON_VALGRIND != 0)
-#else
-#define UNDER_VALGRIND() false
-#endif
+#include "../util/under-valgrind.h"
 /*
  * Two ways to schedule a BH.  From any thread: the atomic flags below, and
  * the lock-free list ctx->bh_list ("remote").  From a callback that the

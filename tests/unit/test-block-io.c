@@ -39,6 +39,10 @@
 #include "aio-test.h"
 #include "test.h"
 
+#if TEST_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
+
 #define KiB ((uint64_t)1024)
 #define MiB (1024 * KiB)
 #define NCO 64
@@ -1239,26 +1243,43 @@ TEST(two_contexts_each_resume_at_home)
 
 /* ---- engine choice and misuse ------------------------------------------- */
 
-TEST(unknown_engine_in_environment_is_an_error)
+/* AIOLOOP_BLOCK_ENGINE as it was (a copy, or NULL), then set to @value. */
+static char *engine_env_replace(const char *value)
 {
-    AioContext *ctx = test_aio_context_new();
     char *saved = getenv("AIOLOOP_BLOCK_ENGINE");
-    Error *err = NULL;
-    AioloopBlockStats st;
 
     saved = saved ? strdup(saved) : NULL;
-    setenv("AIOLOOP_BLOCK_ENGINE", "floppy", 1);
-    ASSERT_TRUE(aioloop_block_engine_select(ctx, AIOLOOP_BLOCK_ENGINE_AUTO,
-                                            &err) < 0);
-    ASSERT_NOT_NULL(err);
-    ASSERT_NOT_NULL(strstr(error_get_pretty(err), "floppy"));
-    error_free(err);
+    if (value) {
+        setenv("AIOLOOP_BLOCK_ENGINE", value, 1);
+    } else {
+        unsetenv("AIOLOOP_BLOCK_ENGINE");
+    }
+    return saved;
+}
+
+static void engine_env_restore(char *saved)
+{
     if (saved) {
         setenv("AIOLOOP_BLOCK_ENGINE", saved, 1);
         free(saved);
     } else {
         unsetenv("AIOLOOP_BLOCK_ENGINE");
     }
+}
+
+TEST(unknown_engine_in_environment_is_an_error)
+{
+    AioContext *ctx = test_aio_context_new();
+    char *saved = engine_env_replace("floppy");
+    Error *err = NULL;
+    AioloopBlockStats st;
+
+    ASSERT_TRUE(aioloop_block_engine_select(ctx, AIOLOOP_BLOCK_ENGINE_AUTO,
+                                            &err) < 0);
+    ASSERT_NOT_NULL(err);
+    ASSERT_NOT_NULL(strstr(error_get_pretty(err), "floppy"));
+    error_free(err);
+    engine_env_restore(saved);
     /* The automatic choice, and the stats name it. */
     err = NULL;
     ASSERT_TRUE(aioloop_block_engine_select(ctx, AIOLOOP_BLOCK_ENGINE_AUTO,
@@ -1268,6 +1289,34 @@ TEST(unknown_engine_in_environment_is_an_error)
     ASSERT_STR_EQ(aioloop_block_engine_name(AIOLOOP_BLOCK_ENGINE_THREADS),
                   "threads");
     aio_context_unref(ctx);
+}
+
+/*
+ * Under valgrind the automatic choice is the threads engine, whose I/O
+ * valgrind follows; the valgrind suite runs this case there.  Elsewhere
+ * there is nothing to check.
+ */
+TEST(auto_engine_is_threads_under_valgrind)
+{
+#if TEST_VALGRIND_H
+    AioContext *ctx;
+    char *saved;
+    Error *err = NULL;
+
+    if (!RUNNING_ON_VALGRIND) {
+        printf("# not under valgrind: nothing to check\n");
+        return;
+    }
+    ctx = test_aio_context_new();
+    saved = engine_env_replace(NULL);
+    ASSERT_EQ(aioloop_block_engine_select(ctx, AIOLOOP_BLOCK_ENGINE_AUTO,
+                                          &err),
+              AIOLOOP_BLOCK_ENGINE_THREADS);
+    engine_env_restore(saved);
+    aio_context_unref(ctx);
+#else
+    printf("# built without valgrind/valgrind.h: nothing to check\n");
+#endif
 }
 
 /*
@@ -1481,6 +1530,7 @@ int main(int argc, char **argv)
         T(last_unref_from_another_thread_completes_it),
         T(two_contexts_each_resume_at_home),
         T(unknown_engine_in_environment_is_an_error),
+        T(auto_engine_is_threads_under_valgrind),
         T(setup_failure_returns_its_errno),
         T(preadv_outside_coroutine_aborts),
         T(get_linux_aio_without_setup_aborts),
