@@ -28,6 +28,7 @@
 #include "../util/alloc.h"
 #include "../util/sanitizer.h"
 #include "../util/under-valgrind.h"
+
 /*
  * Two ways to schedule a BH.  From any thread: the atomic flags below, and
  * the lock-free list ctx->bh_list ("remote").  From a callback that the
