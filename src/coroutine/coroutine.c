@@ -582,6 +582,19 @@ CoroutineAction qemu_coroutine_switch(Coroutine *from, Coroutine *to,
     return ret;
 }
 
+#if CO_DIRECT_RETURN
+/*
+ * Switch from @from, entered directly, to its enterer @to, which runs
+ * coroutine_enter_finish(@from, @action) before returning to its caller.
+ */
+static inline __attribute__((always_inline))
+void switch_and_finish(Coroutine *from, Coroutine *to, CoroutineAction action)
+{
+    set_current(to);
+    aioloop_co_switch_finish(&from->sp, to->sp, from, action);
+}
+#endif
+
 /*
  * Out of line so that its TLS accesses use the thread the coroutine ends
  * in, not the one coroutine_main_loop() started in: the entry function may
@@ -592,9 +605,7 @@ static __attribute__((noinline)) void coroutine_terminate(Coroutine *co)
 {
 #if CO_DIRECT_RETURN
     if (co->yield_finishes) {
-        set_current(co->caller);
-        aioloop_co_switch_finish(&co->sp, co->caller->sp, co,
-                                 COROUTINE_TERMINATE);
+        switch_and_finish(co, co->caller, COROUTINE_TERMINATE);
         return;
     }
 #endif
@@ -773,8 +784,7 @@ coroutine_enter(AioContext *ctx, Coroutine *co)
 
     enter_prepare(ctx, from, co);
     co->yield_finishes = true;
-    set_current(co);
-    aioloop_co_switch(&from->sp, co->sp, COROUTINE_ENTER);
+    qemu_coroutine_switch(from, co, COROUTINE_ENTER);
 #else
     CoroutineList pending = QSIMPLEQ_HEAD_INITIALIZER(pending);
 
@@ -811,19 +821,17 @@ void coroutine_fn qemu_coroutine_yield(void)
     }
     self->caller = NULL;
 #if CO_DIRECT_RETURN
-    if (self->yield_finishes) {
-        /* Tail calls: nothing of ours runs once we are resumed. */
-        set_current(to);
-        if (likely(QSIMPLEQ_EMPTY(&self->co_queue_wakeup) &&
-                   !self->move_to)) {
-            aioloop_co_switch(&self->sp, to->sp, COROUTINE_YIELD);
-        } else {
-            aioloop_co_switch_finish(&self->sp, to->sp, self,
-                                     COROUTINE_YIELD);
-        }
+    if (self->yield_finishes &&
+        unlikely(!QSIMPLEQ_EMPTY(&self->co_queue_wakeup) || self->move_to)) {
+        /* Our enterer has wake-ups or a move to do once we are out. */
+        switch_and_finish(self, to, COROUTINE_YIELD);
         return;
     }
 #endif
+    /*
+     * With CO_DIRECT_RETURN a tail call: nothing of ours runs once we are
+     * resumed, and a direct enterer's caller resumes right away.
+     */
     qemu_coroutine_switch(self, to, COROUTINE_YIELD);
 }
 
