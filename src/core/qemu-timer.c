@@ -39,6 +39,23 @@
  * earliest deadline head_expire (for the deadline and "anything due?"
  * checks the event loop makes on every iteration, which take no lock).
  *
+ * Lazy cancellation.  timer_del() of a timer in the middle of the heap does
+ * not repair the heap: it empties the timer's slot and marks the timer
+ * idle, O(1).  The slot keeps its sort key (its expire time, and the arm
+ * order in place of the pointer: slot_make_empty), so the heap order holds
+ * without touching anything else.  The timer is as detached as after an
+ * eager removal: no slot points to it, so it may be freed or re-armed at
+ * once (re-arming takes a new slot).  Empty slots are dropped when they
+ * reach the top, which happens at once whenever the head is removed, so
+ * heap[0] is always a live timer and the cached deadline stays exact.
+ * When empty slots outnumber live ones the heap is compacted and rebuilt
+ * bottom-up, O(n) after at least n/2 cancellations, so empty slots never
+ * take more than half of the array.  Why: with many timers each heap
+ * repair costs a few cache misses on random lines, and the common life of
+ * a timeout is to be cancelled long before it is due; this way the caller
+ * writes one line it has just read and one slot, and the repair work is
+ * batched where it streams through memory.
+ *
  * Notify rule.  When arming makes a timer the earliest of its list with a
  * deadline earlier than the list had, the list's notify callback runs
  * (after the mutex is dropped): that is the only change that can make a
@@ -113,7 +130,8 @@ struct QEMUTimerList {
     pthread_mutex_t lock;
     HeapEnt *heap;             /* lock: inside heap_base, see heap_resize */
     void *heap_base;           /* lock: the allocation */
-    uint32_t n;                /* lock: timers in the heap */
+    uint32_t n;                /* lock: slots in use in the heap */
+    uint32_t ndead;            /* lock: of which empty (cancelled) */
     uint32_t cap;              /* lock: slots in heap[] */
     uint64_t next_seq;         /* lock: arm counter */
     /* Due timers held back by running passes (see "No-re-run rule"). */
@@ -480,16 +498,49 @@ void qemu_clock_notify(QEMUClockType type)
  * it moves.
  */
 
+/*
+ * An empty slot (see "Lazy cancellation") must keep its place in the heap
+ * order, so it keeps its key: the expire time stays, and the arm order is
+ * kept in t as (order << 1) | 1.  Timers are at least 8-byte aligned, so
+ * bit 0 tells the two apart.
+ */
+_Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t),
+               "empty heap slots keep a 64-bit arm order in the pointer");
+
+static inline bool slot_empty(const HeapEnt *e)
+{
+    return (uintptr_t)e->t & 1;
+}
+
+/* Empty e, which holds t.  Only writes e: its line need not be read. */
+static inline void slot_make_empty(HeapEnt *e, const QEMUTimer *t)
+{
+    e->t = (QEMUTimer *)(uintptr_t)(t->order << 1 | 1);
+}
+
+static inline uint64_t slot_order(const HeapEnt *e)
+{
+    return slot_empty(e) ? (uint64_t)(uintptr_t)e->t >> 1 : e->t->order;
+}
+
 static inline bool before(const HeapEnt *a, const HeapEnt *b)
 {
     /* Only equal expire times look at the timers themselves. */
     return a->expire < b->expire ||
-           (a->expire == b->expire && a->t->order < b->t->order);
+           (a->expire == b->expire && slot_order(a) < slot_order(b));
 }
 
 static inline void set_index(QEMUTimer *t, uint32_t i)
 {
     qatomic_set(&t->heap_index, i);
+}
+
+/* The slot at i now holds e: tell its timer, if it has one. */
+static inline void slot_moved(const HeapEnt *e, uint32_t i)
+{
+    if (likely(!slot_empty(e))) {
+        set_index(e->t, i);
+    }
 }
 
 /* Place e at or above the hole at i. */
@@ -504,11 +555,11 @@ static void sift_up(QEMUTimerList *tl, size_t i, HeapEnt e)
             break;
         }
         h[i] = h[p];
-        set_index(h[i].t, (uint32_t)i);
+        slot_moved(&h[i], (uint32_t)i);
         i = p;
     }
     h[i] = e;
-    set_index(e.t, (uint32_t)i);
+    slot_moved(&e, (uint32_t)i);
 }
 
 /* Place e at or below the hole at i. */
@@ -537,11 +588,11 @@ static void sift_down(QEMUTimerList *tl, size_t i, HeapEnt e)
             break;
         }
         h[i] = h[bi];
-        set_index(h[i].t, (uint32_t)i);
+        slot_moved(&h[i], (uint32_t)i);
         i = bi;
     }
     h[i] = e;
-    set_index(e.t, (uint32_t)i);
+    slot_moved(&e, (uint32_t)i);
 }
 
 /*
@@ -659,9 +710,52 @@ static void heap_remove_at(QEMUTimerList *tl, size_t i)
     heap_maybe_shrink(tl);
 }
 
+/* Drop empty slots from the top, so that heap[0] is a live timer. */
+static inline void heap_pop_dead(QEMUTimerList *tl)
+{
+    while (unlikely(tl->n && slot_empty(&tl->heap[0]))) {
+        tl->ndead--;
+        heap_remove_at(tl, 0);
+    }
+}
+
+/*
+ * Rebuild the heap without its empty slots: copy the live ones down in
+ * array order, then restore the heap order bottom-up (Floyd), O(n).
+ */
+static void heap_compact(QEMUTimerList *tl)
+{
+    HeapEnt *h = tl->heap;
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i < tl->n; i++) {
+        if (!slot_empty(&h[i])) {
+            h[n] = h[i];
+            set_index(h[n].t, n);
+            n++;
+        }
+    }
+    tl->n = n;
+    tl->ndead = 0;
+    for (size_t i = n > 1 ? (n - 2) / 4 + 1 : 0; i-- > 0;) {
+        sift_down(tl, i, h[i]);
+    }
+    heap_maybe_shrink(tl);
+}
+
+/*
+ * After every change: keep heap[0] live and empty slots no more than live
+ * ones (see "Lazy cancellation"), then refresh the cached deadline.
+ */
 static inline void head_update(QEMUTimerList *tl)
 {
-    int64_t h = tl->n ? tl->heap[0].expire : -1;
+    int64_t h;
+
+    heap_pop_dead(tl);
+    if (unlikely(tl->ndead > tl->n - tl->ndead)) {
+        heap_compact(tl);
+    }
+    h = tl->n ? tl->heap[0].expire : -1;
 
     if (unlikely(tl->ndeferred) && (h < 0 || tl->deferred_min < h)) {
         h = tl->deferred_min;
@@ -732,8 +826,13 @@ static bool unqueue(QEMUTimerList *tl, QEMUTimer *t)
     }
     if (idx & IDX_DEFERRED) {
         tl->deferred[idx & ~IDX_DEFERRED].t = NULL;
-    } else {
+    } else if (idx == 0 || idx == tl->n - 1) {
+        /* The head must stay live; the last slot leaves no hole. */
         heap_remove_at(tl, idx);
+    } else {
+        /* Lazy: the caller's head_update() compacts when due. */
+        slot_make_empty(&tl->heap[idx], t);
+        tl->ndead++;
     }
     set_index(t, IDX_NONE);
     return true;
@@ -820,7 +919,7 @@ void timerlist_free(QEMUTimerList *tl)
         return;
     }
     pthread_mutex_lock(&tl->lock);
-    if (tl->n || tl->ndeferred || tl->passes) {
+    if (tl->n > tl->ndead || tl->ndeferred || tl->passes) {
         die("timerlist_free: the %s list %p still has %s; timer_del every "
             "timer and leave timerlist_run_timers first",
             clock_names[tl->type], (void *)tl,
@@ -918,7 +1017,7 @@ bool timerlist_run_timers(QEMUTimerList *tl)
     }
     tl->passes++;
     limit = tl->next_seq;
-    while (tl->n) {
+    while ((heap_pop_dead(tl), tl->n)) {
         HeapEnt e = tl->heap[0];
         QEMUTimerCB *cb;
         void *opaque;
@@ -1231,6 +1330,7 @@ size_t timerlist_heap_capacity(QEMUTimerList *tl)
 bool timerlist_check_invariants(QEMUTimerList *tl)
 {
     bool ok = false;
+    uint32_t dead = 0;
     int64_t head;
 
     pthread_mutex_lock(&tl->lock);
@@ -1240,19 +1340,19 @@ bool timerlist_check_invariants(QEMUTimerList *tl)
                 (void *)tl->heap);
         goto out;
     }
+    if (tl->ndead > tl->n - tl->ndead ||
+        (tl->n && slot_empty(&tl->heap[0]))) {
+        fprintf(stderr, "timer heap: %u of %u slots empty, head %s\n",
+                tl->ndead, tl->n, tl->n && slot_empty(&tl->heap[0])
+                                  ? "empty" : "live");
+        goto out;
+    }
     for (uint32_t i = 0; i < tl->n; i++) {
         const HeapEnt *e = &tl->heap[i];
 
-        if (e->t->heap_index != i || e->t->timer_list != tl) {
-            fprintf(stderr, "timer heap: slot %u holds %p with index %u, "
-                    "list %p\n", i, (void *)e->t, e->t->heap_index,
-                    (void *)e->t->timer_list);
-            goto out;
-        }
-        if (e->expire < 0 || (e->t->order >> ORDER_SHIFT) >= tl->next_seq) {
-            fprintf(stderr, "timer heap: slot %u expire %" PRId64
-                    " seq %" PRIu64 " (next %" PRIu64 ")\n", i, e->expire,
-                    e->t->order >> ORDER_SHIFT, tl->next_seq);
+        if (e->expire < 0) {
+            fprintf(stderr, "timer heap: slot %u expire %" PRId64 "\n", i,
+                    e->expire);
             goto out;
         }
         if (i > 0 && before(e, &tl->heap[(i - 1) / 4])) {
@@ -1260,6 +1360,27 @@ bool timerlist_check_invariants(QEMUTimerList *tl)
                     i);
             goto out;
         }
+        if (slot_empty(e)) {
+            dead++;
+            continue;
+        }
+        if (e->t->heap_index != i || e->t->timer_list != tl) {
+            fprintf(stderr, "timer heap: slot %u holds %p with index %u, "
+                    "list %p\n", i, (void *)e->t, e->t->heap_index,
+                    (void *)e->t->timer_list);
+            goto out;
+        }
+        if ((e->t->order >> ORDER_SHIFT) >= tl->next_seq) {
+            fprintf(stderr, "timer heap: slot %u seq %" PRIu64 " (next %"
+                    PRIu64 ")\n", i, e->t->order >> ORDER_SHIFT,
+                    tl->next_seq);
+            goto out;
+        }
+    }
+    if (dead != tl->ndead) {
+        fprintf(stderr, "timer heap: %u empty slots, %u counted\n", dead,
+                tl->ndead);
+        goto out;
     }
     for (uint32_t i = 0; i < tl->ndeferred; i++) {
         const HeapEnt *e = &tl->deferred[i];

@@ -284,6 +284,175 @@ TEST(equal_deadlines_fifo)
     fixture_fini(&f);
 }
 
+/*
+ * Lazy cancellation: timer_del() in the middle of the heap leaves an empty
+ * slot behind.  These check what the caller must not be able to tell.
+ */
+
+/* Empty slots keep their sort key: ties still run in arm order. */
+TEST(cancelled_slots_keep_equal_deadlines_fifo)
+{
+    Fixture f;
+    Rec r[200];
+    bool live[200];
+    QEMUTimerList *tl;
+    int64_t t0;
+    size_t k = 0;
+
+    fixture_init(&f);
+    tl = f.tlg.tl[QEMU_CLOCK_REALTIME];
+    t0 = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + 10;
+    log_reset();
+    /* Three expire times, interleaved, so that many slots tie. */
+    for (int i = 0; i < 200; i++) {
+        rec_init(&r[i], &f, QEMU_CLOCK_REALTIME, i);
+        rec_arm(&r[i], t0 + i % 3);
+        live[i] = true;
+    }
+    /* Cancel every third timer and re-arm every seventh, checking as we go. */
+    for (int i = 1; i < 200; i += 3) {
+        timer_del(&r[i].t);
+        live[i] = false;
+        ASSERT_TRUE(timerlist_check_invariants(tl));
+    }
+    for (int i = 0; i < 200; i += 7) {
+        rec_arm(&r[i], t0 + i % 3);
+        live[i] = true;
+        ASSERT_TRUE(timerlist_check_invariants(tl));
+    }
+    fake_set(&fake_rt, t0 + 2);
+    ASSERT_TRUE(timerlistgroup_run_timers(&f.tlg));
+    /* By expire time, then by arm order. */
+    for (int64_t e = t0; e <= t0 + 2; e++) {
+        for (uint64_t no = 0; no < arm_counter; no++) {
+            for (int i = 0; i < 200; i++) {
+                if (live[i] && r[i].armed_at == e && r[i].arm_no == no) {
+                    ASSERT_UINT(k, <, run_log_len);
+                    ASSERT_EQ(run_log[k]->id, i);
+                    k++;
+                }
+            }
+        }
+    }
+    ASSERT_EQ(run_log_len, k);
+    fixture_fini(&f);
+}
+
+/*
+ * After timer_del() the library must not touch the timer again: QEMU code
+ * frees or reuses a timer's memory right after deleting it.  Each deleted
+ * timer is overwritten with a pattern, then the heap is worked hard (arms,
+ * compaction, runs); the pattern must survive.  (Under ASan the same test
+ * with freed memory would be a use-after-free report.)
+ */
+#define N_SCRIBBLE 3000
+
+static Rec scribble[N_SCRIBBLE];
+
+static bool scribbled(const Rec *r)
+{
+    const unsigned char *p = (const unsigned char *)&r->t;
+
+    for (size_t i = 0; i < sizeof(r->t); i++) {
+        if (p[i] != 0xa5) {
+            return false;
+        }
+    }
+    return true;
+}
+
+TEST(deleted_timer_memory_is_not_touched)
+{
+    Fixture f;
+    QEMUTimerList *tl;
+    uint64_t seed = 31;
+    int64_t t0;
+    int live = 0;
+
+    fixture_init(&f);
+    tl = f.tlg.tl[QEMU_CLOCK_REALTIME];
+    t0 = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    log_reset();
+    for (int i = 0; i < N_SCRIBBLE; i++) {
+        rec_init(&scribble[i], &f, QEMU_CLOCK_REALTIME, i);
+        /* Few distinct deadlines: comparisons would read the timers. */
+        rec_arm(&scribble[i], t0 + 1 + (int64_t)(rng_next(&seed) % 50));
+    }
+    /* Delete all but every tenth, in a scrambled order, and scribble. */
+    for (int j = 0; j < N_SCRIBBLE; j++) {
+        int i = (int)(((int64_t)j * 1009) % N_SCRIBBLE);
+
+        if (i % 10) {
+            timer_del(&scribble[i].t);
+            memset(&scribble[i].t, 0xa5, sizeof(scribble[i].t));
+        }
+    }
+    ASSERT_TRUE(timerlist_check_invariants(tl));
+    /* More traffic on the survivors: re-arms move slots around. */
+    for (int i = 0; i < N_SCRIBBLE; i += 10) {
+        rec_arm(&scribble[i], t0 + 1 + (int64_t)(rng_next(&seed) % 50));
+        live++;
+    }
+    ASSERT_TRUE(timerlist_check_invariants(tl));
+    fake_set(&fake_rt, t0 + 100);
+    ASSERT_TRUE(timerlistgroup_run_timers(&f.tlg));
+    ASSERT_EQ(run_log_len, live);
+    for (int i = 0; i < N_SCRIBBLE; i++) {
+        if (i % 10) {
+            ASSERT_TRUE(scribbled(&scribble[i]));
+        } else {
+            ASSERT_EQ(scribble[i].runs, 1);
+        }
+    }
+    ASSERT_FALSE(timerlist_has_timers(tl));
+    fixture_fini(&f);
+}
+
+/* The cached deadline is the earliest *live* timer, never an empty slot. */
+TEST(deadline_skips_cancelled_slots)
+{
+    Fixture f;
+    Rec r[64];
+    QEMUTimerList *tl;
+    int64_t t0;
+
+    fixture_init(&f);
+    tl = f.tlg.tl[QEMU_CLOCK_REALTIME];
+    t0 = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    for (int i = 0; i < 64; i++) {
+        rec_init(&r[i], &f, QEMU_CLOCK_REALTIME, i);
+        rec_arm(&r[i], t0 + 100 + i);
+    }
+    /*
+     * Timer i sits at slot i (armed in order).  Cancel 1..20: none is the
+     * head or the last slot, and they stay fewer than the live timers, so
+     * all of them stay behind as empty slots.
+     */
+    for (int i = 1; i <= 20; i++) {
+        timer_del(&r[i].t);
+        ASSERT_EQ(timerlist_deadline_ns(tl), 100);
+    }
+    ASSERT_TRUE(timerlist_check_invariants(tl));
+    /* Removing the head must skip the empty slots that rise to the top. */
+    timer_del(&r[0].t);
+    ASSERT_EQ(timerlist_deadline_ns(tl), 121);
+    ASSERT_TRUE(timerlist_check_invariants(tl));
+    /* So must moving the head later. */
+    rec_arm(&r[21], t0 + 1000);
+    ASSERT_EQ(timerlist_deadline_ns(tl), 122);
+    ASSERT_TRUE(timerlist_check_invariants(tl));
+    /* Cancelling most of the rest compacts on the way. */
+    for (int i = 22; i < 64; i++) {
+        timer_del(&r[i].t);
+        ASSERT_TRUE(timerlist_check_invariants(tl));
+    }
+    ASSERT_EQ(timerlist_deadline_ns(tl), 1000);
+    timer_del(&r[21].t);
+    ASSERT_EQ(timerlist_deadline_ns(tl), -1);
+    ASSERT_FALSE(timerlist_has_timers(tl));
+    fixture_fini(&f);
+}
+
 #define N_MASS 40000
 
 static QEMUTimer mass[N_MASS];
@@ -1588,6 +1757,9 @@ TEST(stress_threads_exact_counts)
 
 RUN_TESTS(T(random_deadlines_fire_in_order),
           T(equal_deadlines_fifo),
+          T(cancelled_slots_keep_equal_deadlines_fifo),
+          T(deleted_timer_memory_is_not_touched),
+          T(deadline_skips_cancelled_slots),
           T(mass_arm_delete_resizes),
           T(rearm_from_callback_runs_next_pass),
           T(callback_deletes_other_due_timer),
