@@ -5,7 +5,8 @@
  * QEMU ports by changing the include.  Differences from QEMU are called out
  * in the comment of the function concerned; the main ones are:
  *
- *  - insertion, deletion and re-arming are O(log n) (QEMU: O(n));
+ *  - insertion and re-arming are O(log n), deletion O(1) amortized (QEMU:
+ *    O(n));
  *  - every clock starts enabled.  QEMU's VIRTUAL clock starts stopped only
  *    because a QEMU VM starts stopped; a library has no VM;
  *  - there is no icount and no record/replay: VIRTUAL_RT reads the same VM
@@ -599,7 +600,10 @@ AIOLOOP_API void timer_free(QEMUTimer *ts);
  * off the list to run it (the callback is about to run or running in the
  * owner's thread), the callback still runs: use the owner's thread to
  * avoid that race.  Does not notify the event loop (a deadline can only
- * become later).  Cheap (no lock) when the timer is not pending.
+ * become later).  Cheap (no lock) when the timer is not pending.  O(1)
+ * amortized: unless the timer is the earliest, its place in the heap is
+ * only marked empty; the library never touches @ts again, so it may be
+ * freed or reused at once.
  *
  * Thread: any.
  */
