@@ -966,8 +966,14 @@ aio_poll_phases(AioContext *ctx, bool blocking, const bool polling,
          * re-enables notifications that can wake us; one last poll closes
          * the race with an event that arrived meanwhile.
          */
-        if (timeout && poll_set_started(ctx, &ready_list, false, &progress)) {
-            timeout = 0;
+        if (timeout) {
+            /* Not &progress: its address would keep it out of a register. */
+            bool polled = false;
+
+            if (poll_set_started(ctx, &ready_list, false, &polled)) {
+                timeout = 0;
+            }
+            progress |= polled;
         }
         /*
          * Clock readings cost ~27 ns each here (kvm-clock): with polling on,
