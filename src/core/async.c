@@ -580,6 +580,22 @@ static __attribute__((noinline)) int aio_bh_poll_slices(AioContext *ctx,
     return ret;
 }
 
+/* aio_bh_poll()'s single local BH, any case but the plainest. */
+static __attribute__((noinline)) int aio_bh_run_one(AioContext *ctx,
+                                                    QEMUBH *bh, bool run,
+                                                    bool idle, bool free_it)
+{
+    if (run) {
+        /* Counted first: less to keep across the call. */
+        qatomic_set(&ctx->stats.bh_runs, ctx->stats.bh_runs + 1);
+        aio_bh_call(bh);
+    }
+    if (free_it) {
+        aio_bh_free(bh);
+    }
+    return run && !idle;
+}
+
 int aio_bh_poll(AioContext *ctx)
 {
     QEMUBH *remote;
@@ -616,15 +632,17 @@ int aio_bh_poll(AioContext *ctx)
         local_state_end(saved);
         aio_bh_dequeue_local(&one, &local);
         bh_local_verdict(only, local, &run, &idle, &free_it);
-        if (run) {
-            /* Counted first: less to keep across the call. */
+        if (likely(run && !idle && !free_it && !only->reentrancy_guard)) {
+            /*
+             * The W1 chain's case: nothing to do after the callback but
+             * return 1, so nothing is kept across the call and the fast
+             * path needs no stack frame.
+             */
             qatomic_set(&ctx->stats.bh_runs, ctx->stats.bh_runs + 1);
-            aio_bh_call(only);
+            only->cb(only->opaque);
+            return 1;
         }
-        if (free_it) {
-            aio_bh_free(only);
-        }
-        return run && !idle;
+        return aio_bh_run_one(ctx, only, run, idle, free_it);
     }
     return aio_bh_poll_slices(ctx, remote, saved);
 }

@@ -716,6 +716,7 @@ typedef struct Guarded {
     unsigned runs;
     bool seen_engaged;
     bool delete_self;
+    unsigned reschedules; /* reschedule itself this many times */
 } Guarded;
 
 static void guarded_cb(void *opaque)
@@ -724,6 +725,12 @@ static void guarded_cb(void *opaque)
 
     g->runs++;
     g->seen_engaged = g->guard->engaged_in_io;
+    if (g->reschedules) {
+        /* From its own callback: it runs alone off the local list. */
+        g->reschedules--;
+        qemu_bh_schedule(g->bh);
+        return;
+    }
     if (g->delete_self) {
         qemu_bh_delete(g->bh);
         g->bh = NULL;
@@ -754,6 +761,26 @@ static void check_guarded(AioContext *ctx, bool before, bool delete_self)
     aio_poll(ctx, false);
 }
 
+/* The same for a guarded BH that reschedules itself, run after run. */
+static void check_guarded_rescheduled(AioContext *ctx, bool before)
+{
+    MemReentrancyGuard guard = { .engaged_in_io = before };
+    Guarded g = { .guard = &guard, .reschedules = 3 };
+
+    g.bh = aio_bh_new_guarded(ctx, guarded_cb, &g, &guard);
+    qemu_bh_schedule(g.bh);
+    for (unsigned run = 1; run <= 4; run++) {
+        g.seen_engaged = false;
+        ASSERT_TRUE(aio_poll(ctx, false));
+        ASSERT_UINT(g.runs, ==, run);
+        ASSERT_TRUE(g.seen_engaged);
+        ASSERT_INT(guard.engaged_in_io, ==, before);
+    }
+    ASSERT_FALSE(aio_poll(ctx, false));
+    qemu_bh_delete(g.bh);
+    aio_poll(ctx, false);
+}
+
 TEST(bh_guarded)
 {
     AioContext *ctx = test_aio_context_new();
@@ -762,6 +789,8 @@ TEST(bh_guarded)
     check_guarded(ctx, true, false);
     check_guarded(ctx, false, true);
     check_guarded(ctx, true, true);
+    check_guarded_rescheduled(ctx, false);
+    check_guarded_rescheduled(ctx, true);
     aio_context_unref(ctx);
 }
 
