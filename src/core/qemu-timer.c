@@ -5,9 +5,10 @@
  * min-heap ordered by (expire time, arm sequence).  The sequence number is
  * taken from a per-list counter every time a timer is armed, so timers with
  * equal expire times run first-armed-first, as in QEMU's sorted list.  Each
- * timer stores its heap position (heap_index), so deleting or re-arming a
- * timer anywhere in the heap is O(log n): re-arming re-keys the timer in
- * place and sifts it up or down, half the work of a delete plus an insert.
+ * timer stores its heap position (heap_index), so re-arming a timer
+ * anywhere in the heap is O(log n): it re-keys the timer in place and sifts
+ * it up or down, half the work of a delete plus an insert.  Deleting is
+ * O(1) amortized (see "Lazy cancellation").
  * QEMU's sorted list costs O(n) per insert (37 us per arm at 10,000
  * timers).
  *
@@ -115,7 +116,7 @@
  * comparisons need not touch the timers. */
 typedef struct HeapEnt {
     int64_t expire;            /* ns, >= 0 */
-    QEMUTimer *t;
+    QEMUTimer *t;              /* or an empty slot's tag: slot_empty() */
 } HeapEnt;
 
 struct QEMUTimerList {
@@ -1340,6 +1341,7 @@ bool timerlist_check_invariants(QEMUTimerList *tl)
                 (void *)tl->heap);
         goto out;
     }
+    /* head_update() keeps both after every change. */
     if (tl->ndead > tl->n - tl->ndead ||
         (tl->n && slot_empty(&tl->heap[0]))) {
         fprintf(stderr, "timer heap: %u of %u slots empty, head %s\n",

@@ -53,8 +53,8 @@ static inline bool timerlistgroup_any_pending(QEMUTimerListGroup *tlg)
 /*
  * Check the heap of @tl: heap order (expire time, then arm order) between
  * every parent and child, every timer's back-index and list pointer, the
- * cached earliest deadline, and the bookkeeping of timers held back during
- * a run.  Takes the list lock.  Prints the first violation to stderr.
+ * count of empty (cancelled) slots, a live head, the cached earliest
+ * deadline, and the bookkeeping of timers held back during a run.  Takes the list lock.  Prints the first violation to stderr.
  * Returns true if everything holds.  O(n); for tests and debugging.
  */
 bool timerlist_check_invariants(QEMUTimerList *tl);
