@@ -636,7 +636,9 @@ int aio_bh_poll(AioContext *ctx)
             /*
              * The W1 chain's case: nothing to do after the callback but
              * return 1, so nothing is kept across the call and the fast
-             * path needs no stack frame.
+             * path needs no stack frame.  (Without a guard aio_bh_call()
+             * is just the call, but calling it here re-reads the guard
+             * after the callback and brings the frame back.)
              */
             qatomic_set(&ctx->stats.bh_runs, ctx->stats.bh_runs + 1);
             only->cb(only->opaque);
